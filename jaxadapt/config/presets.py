@@ -1,0 +1,53 @@
+"""Named model architectures (`llama3-8b`, `smollm2-135m`, ...) so a run can be planned without a checkpoint.
+
+Each preset is a copy of the published HF config.json fields in `configs/models/<name>.yaml`, read through
+`ModelConfig.from_hf`, so a preset and the real checkpoint's config.json describe the same model. Shapes,
+memory and sharding plans can then be worked out (`abstract_model`) before downloading tens of gigabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from jaxadapt.config.loader import read_yaml
+from jaxadapt.config.model import ModelConfig
+from jaxadapt.errors import UserError
+
+# configs/ sits at the repository root next to the package; an editable install imports the package from the
+# checkout, so this finds it. A wheel does not ship configs/.
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def list_presets() -> list[str]:
+    """The preset names, sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def model_preset(name_or_path: str | os.PathLike) -> ModelConfig:
+    """A preset name, a YAML/JSON file of HF config fields, or an HF model directory (its config.json)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    elif path.suffix not in _SUFFIXES and not path.is_file():  # a name; note `llama3.1-8b` has suffix `.1-8b`
+        if not PRESETS_DIR.is_dir():
+            raise UserError(f"model preset {str(name_or_path)!r}: the presets directory {PRESETS_DIR} is missing "
+                            "(presets ship with the source checkout; install it with `pip install -e .`)")
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise UserError(f"unknown model preset {str(name_or_path)!r}; valid presets: {', '.join(list_presets())} "
+                            "(or give a path to a config.json / .yaml file)")
+    if path.suffix == ".json":
+        try:
+            hf = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{path}: file not found") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: invalid JSON: {e}") from None
+        if not isinstance(hf, dict):
+            raise UserError(f"{path}: expected a JSON object of HF config fields")
+    else:
+        hf = read_yaml(path)
+    return ModelConfig.from_hf(hf, source=str(path))

@@ -1,0 +1,73 @@
+"""`jaxadapt data ...`: fetch real corpora and measure them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from jaxadapt.errors import UserError
+
+data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corpora: fetch real text, count it.")
+
+
+@data_app.command()
+def fetch(
+    what: str = typer.Argument(..., help="Where the text comes from: 'debian' (documentation packages)."),
+    lang: str = typer.Option(..., help="nl, en or ru."),
+    out: Path = typer.Option(..., help="Directory to write debian-LANG.jsonl into."),
+):
+    """Download real prose and write it as a JSONL corpus (text, source)."""
+    if what != "debian":
+        raise UserError(f"data fetch: unknown corpus {what!r}; available: debian")
+    from jaxadapt.data.debian import fetch as fetch_debian
+
+    path, counts = fetch_debian(lang, out)
+    for package, n in sorted(counts.items()):
+        typer.echo(f"{package}: {n} documents")
+    typer.echo(f"wrote {path}")
+
+
+@data_app.command()
+def stats(
+    paths: list[str] = typer.Argument(..., help="Files, directories or globs; each is reported as one source."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer dir, tokenizer.json, or 'smollm2'."),
+    text_field: str = typer.Option("text", help="Field of a JSONL/Parquet/HF record that holds the text."),
+    format: str = typer.Option("auto", help="auto, text, jsonl, parquet or hf."),
+    doc_split: str = typer.Option("file", help="Plain text: a document per file, blank_line block or line."),
+):
+    """Print documents, bytes, words and tokens per source."""
+    from jaxadapt.data.config import SourceConfig
+    from jaxadapt.data.stats import corpus_stats
+
+    tok = _tokenizer(tokenizer) if tokenizer else None
+    cols = ["documents", "bytes", "words"] + (["tokens", "bytes/token"] if tok else [])
+    typer.echo("\t".join(["source", *cols]))
+    for path in paths:
+        src = SourceConfig(name=path, paths=(path,), format=format, text_field=text_field, doc_split=doc_split)
+        c = corpus_stats(src, tok)
+        c["bytes/token"] = round(c["bytes"] / c["tokens"], 3) if c["tokens"] else 0
+        typer.echo("\t".join([path, *(str(c[k]) for k in cols)]))
+        notes = [f"{c[k]} {k.replace('_', ' ')}" for k in ("empty", "invalid_utf8") if c[k]]
+        if notes:
+            typer.echo(f"  skipped/replaced: {', '.join(notes)}", err=True)
+
+
+def _tokenizer(spec: str) -> Any:
+    """An HF fast tokenizer from a directory, a tokenizer.json file, or 'smollm2' (the real one, cached)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if spec == "smollm2":
+        from jaxadapt.assets import smollm2_dir
+
+        spec = str(smollm2_dir())
+    path = Path(spec)
+    if path.is_file() and path.suffix == ".json":
+        return PreTrainedTokenizerFast(tokenizer_file=str(path))
+    if not path.is_dir():
+        raise UserError(f"tokenizer {spec!r}: expected a directory, a tokenizer.json or 'smollm2'")
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a tokenizer from {path}: {e}") from None

@@ -1,0 +1,289 @@
+"""Find a source's files and stream their raw records from any position, without loading a file into memory.
+
+A reader yields `(next_pos, raw)`: `next_pos` is an int from which reading resumes after `raw` (a decompressed byte
+offset for text and JSONL, a row index for Parquet and HF datasets), so an iterator's checkpoint stays a few ints.
+`raw` is cheap to skip: text stays undecoded bytes until `parse` runs, which only the shard that owns it calls.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from jaxadapt.data.config import SourceConfig
+from jaxadapt.errors import UserError
+
+MAX_FILE_DOC_BYTES = 64 << 20  # doc_split="file" reads a file whole: refuse what should be streamed instead
+_ROWS = 1024
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str
+    format: str  # text | jsonl | parquet | hf
+
+
+@dataclass
+class Parsed:
+    """One decoded record: a document's text (pretrain) or the whole record (chat tasks)."""
+
+    value: Any
+    invalid_utf8: bool = False
+
+
+def resolve(source: SourceConfig) -> tuple[FileRef, ...]:
+    """Expand the source's paths (files, dirs, globs, HF names) into an ordered, duplicate-free file list."""
+    refs: dict[str, FileRef] = {}
+    for pattern in source.paths:
+        expanded = os.path.expanduser(pattern)
+        if glob.has_magic(expanded):
+            matches = sorted(glob.glob(expanded, recursive=True))
+            if not matches:
+                raise UserError(f"data source {source.name!r}: glob {pattern!r} matched no files")
+        elif os.path.exists(expanded):
+            matches = [expanded]
+        elif source.format == "hf":  # an HF builder or hub dataset name
+            refs.setdefault(pattern, FileRef(pattern, "hf"))
+            continue
+        else:
+            raise UserError(f"data source {source.name!r}: no such file or directory: {pattern}")
+        for match in matches:
+            for path in [match] if source.format == "hf" else _walk(match):  # an HF dir is one dataset
+                refs.setdefault(path, FileRef(path, _format(path, source)))
+    if not refs:
+        raise UserError(f"data source {source.name!r}: {', '.join(source.paths)} holds no data files")
+    for ref in refs.values():
+        if os.path.exists(ref.path) and not os.access(ref.path, os.R_OK):
+            raise UserError(f"data source {source.name!r}: cannot read {ref.path} (permission denied)")
+    return tuple(refs.values())
+
+
+def _is_saved_hf(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
+                                       for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _walk(path: str) -> list[str]:
+    if not os.path.isdir(path) or _is_saved_hf(path):
+        return [path]
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+def _format(path: str, source: SourceConfig) -> str:
+    if source.format != "auto":
+        return source.format
+    name = os.path.basename(path).lower()
+    if _is_saved_hf(path):
+        return "hf"
+    if re.search(r"\.(jsonl|ndjson)(\.gz|\.zst)?$", name):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "text"
+
+
+def open_binary(path: str, pos: int = 0) -> io.BufferedIOBase:
+    """Open a plain, .gz or .zst file as decompressed bytes, positioned at decompressed offset `pos`."""
+    try:
+        if path.endswith(".gz"):
+            f = gzip.open(path, "rb")
+            f.seek(pos)
+            return f
+        if path.endswith(".zst"):
+            import zstandard
+
+            raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+            raw.seek(pos)
+            return io.BufferedReader(raw)
+        f = open(path, "rb")
+        f.seek(pos)
+        return f
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What broken, truncated or unreadable files raise while being read."""
+    import pyarrow
+    import zstandard
+
+    return OSError, EOFError, zlib.error, zstandard.ZstdError, pyarrow.ArrowException
+
+
+def decode(raw: bytes) -> tuple[str, bool]:
+    """UTF-8 text; invalid bytes become U+FFFD and are reported through the flag, never raised."""
+    try:
+        return raw.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace"), True
+
+
+def _clean(text: str) -> tuple[str, bool]:
+    """JSON may carry lone surrogates (\\ud800): the tokenizer cannot encode them, so they count as invalid."""
+    if _SURROGATES.search(text):
+        return _SURROGATES.sub("\ufffd", text), True
+    return text, False
+
+
+class Reader:
+    """Reads one file's records for one source and turns an owned raw record into text or a record dict."""
+
+    def __init__(self, ref: FileRef, source: SourceConfig, want_records: bool):
+        self.ref, self.source, self.want_records = ref, source, want_records
+
+    def records(self, pos: int) -> Iterator[tuple[int, Any]]:
+        """(next_pos, raw record) from `pos` on; a file that fails to read or decompress is an error naming it."""
+        fmt, split = self.ref.format, self.source.doc_split
+        if fmt == "jsonl" or (fmt == "text" and split == "line"):
+            gen = self._lines(pos)
+        elif fmt == "text":
+            gen = self._whole(pos) if split == "file" else self._blocks(pos)
+        else:
+            gen = self._parquet(pos) if fmt == "parquet" else self._hf(pos)
+        try:
+            yield from gen
+        except _read_errors() as e:
+            raise UserError(f"cannot read {self.ref.path}: {e}") from None
+
+    def parse(self, raw: Any, rec: int) -> Parsed:
+        """`rec` is the 0-based record index in the file, used to name the line/row in errors."""
+        fmt = self.ref.format
+        if fmt == "text":
+            return Parsed(*decode(raw))
+        if fmt == "jsonl":
+            text, bad = decode(raw)
+            if not text.strip():
+                return Parsed("", bad)
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{self.where(rec)}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{self.where(rec)}: expected a JSON object, got {type(row).__name__}")
+            raw = row
+        else:
+            bad = False
+        if self.want_records:
+            return Parsed(raw, bad)
+        field = self.source.text_field
+        if field not in raw:
+            raise UserError(f"{self.where(rec)}: no field {field!r} (fields: {', '.join(map(str, raw)) or 'none'}); "
+                            f"set text_field of source {self.source.name!r}")
+        value = raw[field]
+        if value is None:
+            return Parsed("", bad)
+        if not isinstance(value, str):
+            raise UserError(f"{self.where(rec)}: field {field!r} must be a string, got {type(value).__name__}")
+        text, bad2 = _clean(value)
+        return Parsed(text, bad or bad2)
+
+    def where(self, rec: int) -> str:
+        """Where record `rec` lives, as a person would look it up: file:line, a block or a row."""
+        path, fmt = self.ref.path, self.ref.format
+        if fmt == "jsonl" or (fmt == "text" and self.source.doc_split == "line"):
+            return f"{path}:{rec + 1}"
+        if fmt == "text":
+            return path if self.source.doc_split == "file" else f"{path} (block {rec + 1})"
+        return f"{path} (row {rec})"
+
+    # --- formats ---
+
+    def _whole(self, pos: int) -> Iterator[tuple[int, bytes]]:
+        if pos:
+            return
+        with open_binary(self.ref.path) as f:
+            data = f.read(MAX_FILE_DOC_BYTES + 1)
+        if len(data) > MAX_FILE_DOC_BYTES:
+            raise UserError(f"{self.ref.path}: more than {MAX_FILE_DOC_BYTES >> 20} MiB is too large to be one "
+                            f"document; set doc_split of source {self.source.name!r} to 'blank_line' or 'line'")
+        yield 1, data
+
+    def _lines(self, pos: int) -> Iterator[tuple[int, bytes]]:
+        with open_binary(self.ref.path, pos) as f:
+            for line in f:
+                pos += len(line)
+                yield pos, line.rstrip(b"\r\n")
+
+    def _blocks(self, pos: int) -> Iterator[tuple[int, bytes]]:
+        block: list[bytes] = []
+        with open_binary(self.ref.path, pos) as f:
+            for line in f:
+                pos += len(line)
+                if line.strip():
+                    block.append(line)
+                elif block:
+                    yield pos, b"".join(block).rstrip(b"\r\n")
+                    block = []
+        if block:
+            yield pos, b"".join(block).rstrip(b"\r\n")
+
+    def _parquet(self, pos: int) -> Iterator[tuple[int, dict]]:
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.ref.path)
+        except _read_errors() as e:
+            raise UserError(f"cannot read {self.ref.path} as Parquet: {e}") from None
+        columns = None
+        if not self.want_records:
+            names = pf.schema_arrow.names
+            if self.source.text_field not in names:
+                raise UserError(f"{self.ref.path}: no column {self.source.text_field!r} (columns: {', '.join(names)}); "
+                                f"set text_field of source {self.source.name!r}")
+            columns = [self.source.text_field]
+        first, row = 0, 0
+        for g in range(pf.num_row_groups):  # skip whole row groups before `pos`
+            n = pf.metadata.row_group(g).num_rows
+            if row + n > pos:
+                break
+            row += n
+            first += 1
+        for batch in pf.iter_batches(batch_size=_ROWS, row_groups=range(first, pf.num_row_groups), columns=columns):
+            for rec in batch.to_pylist():
+                row += 1
+                if row > pos:
+                    yield row, rec
+
+    def _hf(self, pos: int) -> Iterator[tuple[int, dict]]:
+        import datasets
+
+        path, split = self.ref.path, self.source.hf_split
+        try:
+            if not _is_saved_hf(path):  # a builder over local files, or a hub dataset: stream it
+                stream = datasets.load_dataset(path, split=split, streaming=True)
+                yield from enumerate(stream.skip(pos), pos + 1)
+                return
+            ds = datasets.load_from_disk(path)
+        except Exception as e:  # datasets raises many types for missing, offline or broken datasets
+            raise UserError(f"cannot load HF dataset {path!r} (split {split!r}): {e}") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise UserError(f"{path}: no split {split!r} (splits: {', '.join(ds)}); set hf_split")
+            ds = ds[split]
+        if not self.want_records:
+            field = self.source.text_field
+            if field not in ds.column_names:
+                raise UserError(f"{path}: no column {field!r} (columns: {', '.join(ds.column_names)}); "
+                                f"set text_field of source {self.source.name!r}")
+            ds = ds.select_columns([field])
+        table = ds.with_format("arrow")
+        for start in range(pos, len(ds), _ROWS):
+            yield from enumerate(table[start:start + _ROWS].to_pylist(), start + 1)
+
+
+def describe(refs: tuple[FileRef, ...]) -> str:
+    """The first few paths of a file list, for error messages."""
+    return ", ".join(r.path for r in refs[:3]) + (f" and {len(refs) - 3} more" if len(refs) > 3 else "")

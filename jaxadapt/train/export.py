@@ -1,0 +1,58 @@
+"""Export a run dir (or one of its checkpoints) as an HF directory, with LoRA merged or as a PEFT adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxadapt.config.loader import load_config
+from jaxadapt.errors import UserError
+from jaxadapt.io.hf import save_pretrained
+from jaxadapt.model import Runtime
+from jaxadapt.sharding import make_mesh
+from jaxadapt.train.checkpoint import Checkpointer
+from jaxadapt.train.config import RunConfig, trainable_parts
+from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
+from jaxadapt.train.modelload import load_for_training
+from jaxadapt.train.partition import old_vocab_size
+from jaxadapt.train.step import build_engine
+
+
+def restore_model(run_dir, step: int | None = None):
+    """(model with the checkpoint's trained params, RunConfig, tokenizer, step)."""
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.exists():
+        raise UserError(f"{run_dir}: not a run dir (no config.yaml)")
+    cfg = load_config(RunConfig, cfg_file)
+    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
+    steps = ckpt.all_steps()
+    if not steps:
+        raise UserError(f"{run_dir / 'checkpoints'}: no complete checkpoint")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise UserError(f"{run_dir / 'checkpoints'}: no checkpoint for step {step} (have {steps})")
+    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype)
+    model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=cfg.train.seed)
+    parts = trainable_parts(cfg.train.trainable)
+    if "lora" in parts:
+        add_lora(model, cfg.lora, seed=cfg.train.seed)
+    old_vocab = old_vocab_size(cfg.model.path, cfg.train.old_vocab_size) if "new_rows" in parts else None
+    engine, state = build_engine(model, cfg, mesh, old_vocab)
+    state, _, _ = ckpt.restore(step, state, engine.state_shardings)
+    ckpt.close()
+    return engine.model(state["params"]), cfg, tokenizer, step
+
+
+def export(run_dir, out_dir, step: int | None = None, mode: str = "merge") -> Path:
+    """mode: 'merge' (LoRA folded into the weights, one HF dir) or 'peft' (a PEFT adapter dir)."""
+    model, cfg, tokenizer, _ = restore_model(run_dir, step)
+    parts = trainable_parts(cfg.train.trainable)
+    if mode == "peft":
+        if "lora" not in parts:
+            raise UserError(f"{run_dir}: --peft-adapter needs a LoRA run (train.trainable={cfg.train.trainable!r})")
+        return save_peft_adapter(model, cfg.lora, out_dir, embeddings=bool(parts & {"embeddings", "new_rows"}),
+                                 base_model=cfg.model.path)
+    if "lora" in parts:
+        merge_lora(model)
+    return save_pretrained(model, out_dir, tokenizer=tokenizer)

@@ -1,0 +1,179 @@
+"""`train(cfg)`: the continued-pretraining loop, from a resolved RunConfig to a run dir.
+
+runs/NAME/
+  config.yaml      the resolved config (also stored in every checkpoint's meta)
+  metrics.jsonl    one JSON object per logged step
+  checkpoints/     orbax steps; a restart in the same run dir resumes from the latest complete one
+  tensorboard/
+
+SIGTERM / SIGINT (TPU preemption, Ctrl-C) finish the current step, save, and return normally (exit 0).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadapt.config.loader import save_resolved, to_dict
+from jaxadapt.errors import UserError
+from jaxadapt.model import Runtime
+from jaxadapt.perf import device_peak_flops, train_flops_per_token
+from jaxadapt.sharding import make_mesh
+from jaxadapt.train.checkpoint import Checkpointer
+from jaxadapt.train.config import RunConfig, trainable_parts, validate
+from jaxadapt.train.distributed import maybe_initialize
+from jaxadapt.train.lora import add_lora
+from jaxadapt.train.loss import forward, token_logprobs
+from jaxadapt.train.metrics import MetricsLogger
+from jaxadapt.train.partition import old_vocab_size
+from jaxadapt.train.modelload import load_for_training
+from jaxadapt.train.step import Engine, build_engine, check_batch_divides, shard_batch
+
+
+class DataIterator(Protocol):
+    """What the loop needs from the data pipeline: per-process numpy batches and an exact-resume state."""
+
+    def __next__(self) -> dict[str, np.ndarray]: ...
+    def get_state(self) -> dict: ...
+    def set_state(self, state: dict) -> None: ...
+
+
+class _Stop:
+    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    return Path(cfg.runs_root) / cfg.name
+
+
+def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | None = None) -> Path:
+    """Train per `cfg`; `data`/`eval_data` default to the pipeline built from cfg.data. Returns the run dir."""
+    maybe_initialize()
+    validate(cfg)
+    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    check_batch_divides(cfg, mesh)
+    t = cfg.train
+    parts = trainable_parts(t.trainable)
+    rdir = run_dir_of(cfg)
+    rdir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        save_resolved(cfg, rdir)
+
+    rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat)
+    model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=t.seed)
+    old_vocab = old_vocab_size(cfg.model.path, t.old_vocab_size) if "new_rows" in parts else None
+    if "lora" in parts:
+        add_lora(model, cfg.lora, seed=t.seed)
+    engine, state = build_engine(model, cfg, mesh, old_vocab)
+    del model
+
+    if data is None:
+        data, eval_data = build_data(cfg, tokenizer)
+
+    ckpt = Checkpointer(rdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+    start = 0
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, data_state, _ = ckpt.restore(latest, state, engine.state_shardings)
+        data.set_state(data_state)
+        start = latest
+        _say(f"resumed {rdir} from step {latest}")
+
+    logger = MetricsLogger(rdir, cfg.logging.tensorboard, cfg.logging.wandb_project, to_dict(cfg), t.steps)
+    flops_per_token = train_flops_per_token(engine.model_config, t.seq_len, engine.trainable_matmul_params(state))
+    peak = device_peak_flops(cpu_peak=cfg.logging.cpu_peak_flops) * jax.device_count()
+    tokens_seen = start * t.batch_size * t.seq_len
+    meta = {"config": to_dict(cfg)}
+    step = start
+    with _Stop() as stop:
+        while step < t.steps:
+            batch = shard_batch(next(data), engine, t.grad_accum)
+            t0 = time.perf_counter()
+            state, metrics = engine.step(state, batch)
+            metrics = jax.device_get(metrics)
+            dt = time.perf_counter() - t0
+            step += 1
+            tokens_seen += t.batch_size * t.seq_len
+            if step % t.log_every == 0 or step == t.steps or step == start + 1:
+                tps = t.batch_size * t.seq_len / dt
+                logger.log(step, {**metrics, "tokens_seen": tokens_seen, "tokens_per_sec": tps,
+                                  "mfu": tps * flops_per_token / peak, "step_time_s": dt})
+            if eval_data and t.eval_every and step % t.eval_every == 0:
+                logger.log(step, evaluate(engine, state, eval_data, t.eval_batches))
+            last = step == t.steps
+            if last or step % cfg.checkpoint.every == 0 or stop.signal:
+                ckpt.save(step, state, data.get_state(), meta)
+            if stop.signal:
+                ckpt.wait()
+                _say(f"{stop.signal}: saved step {step} in {rdir / 'checkpoints'}; run the same command to resume")
+                break
+    if eval_data and step == t.steps and not t.eval_every:
+        logger.log(step, evaluate(engine, state, eval_data, t.eval_batches))
+    ckpt.close()
+    logger.close()
+    return rdir
+
+
+def evaluate(engine: Engine, state, eval_data: dict, max_batches: int) -> dict:
+    """Loss and bits per byte per validation source: total NLL / (UTF-8 bytes x ln 2)."""
+    @jax.jit
+    def nll(params, fz, batch):
+        logp, _ = token_logprobs(forward(engine.model(params, fz), batch), batch["targets"])
+        mask = batch["loss_mask"].astype(jnp.float32)
+        return -(logp * mask).sum(), mask.sum()
+
+    out = {}
+    for name, batches in eval_data.items():
+        total = count = nbytes = 0.0
+        for b in batches[:max_batches]:
+            arrays = shard_batch(b, engine, 1)
+            s, n = nll(state["params"], engine.frozen, {k: v[0] for k, v in arrays.items()})
+            total, count, nbytes = total + float(s), count + float(n), nbytes + float(np.sum(b["num_bytes"]))
+        out[f"eval/{name}/loss"] = total / max(count, 1)
+        out[f"eval/{name}/bpb"] = total / max(nbytes, 1) / math.log(2)
+    return out
+
+
+def build_data(cfg: RunConfig, tokenizer):
+    """The training iterator (this process's share) and the validation batches per source, from cfg.data."""
+    from jaxadapt.data import build_eval_batches, build_train_iterator
+
+    if tokenizer is None:
+        raise UserError("model.tokenizer is not set and model.path has no tokenizer: the data needs one")
+    if not cfg.data.sources:
+        raise UserError("data.sources is empty: name at least one corpus to train on")
+    t = cfg.train
+    it = build_train_iterator(cfg.data, tokenizer, seq_len=t.seq_len, global_batch=t.batch_size,
+                              process_index=jax.process_index(), process_count=jax.process_count())
+    evals = build_eval_batches(cfg.data, tokenizer, seq_len=t.seq_len, batch_size=t.batch_size // t.grad_accum,
+                               process_index=jax.process_index(), process_count=jax.process_count())
+    return it, evals
+
+
+def _say(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(msg, file=sys.stderr, flush=True)

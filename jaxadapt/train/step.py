@@ -1,0 +1,202 @@
+"""The train step: split the model into trainable and frozen parts, jit one optimizer step with explicit
+shardings and a donated state, accumulate gradients over micro-batches inside the step.
+
+State (what a checkpoint holds): {"params": trainable params (pure dict), "opt_state", "step", "rng"}.
+Frozen params are an argument, not a constant, so they stay sharded and are not baked into the executable.
+Batches arrive as [grad_accum, micro_batch, seq] arrays sharded over (data, fsdp) on the micro-batch axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxadapt.errors import UserError
+from jaxadapt.sharding import LOGICAL_TO_MESH, path_str, spec_for, tree_shardings
+from jaxadapt.train.config import RunConfig
+from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
+from jaxadapt.train.optim import make_optimizer, schedule
+from jaxadapt.train.partition import row_masks, split_trainable
+
+
+def batch_axis_size(mesh: Mesh) -> int:
+    axes = LOGICAL_TO_MESH["batch"]
+    return int(jnp.prod(jnp.asarray([mesh.shape[a] for a in axes])))
+
+
+def check_batch_divides(cfg: RunConfig, mesh: Mesh) -> None:
+    micro = cfg.train.batch_size // cfg.train.grad_accum
+    n = batch_axis_size(mesh)
+    if micro % n:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} / grad_accum={cfg.train.grad_accum} = {micro} "
+                        f"sequences per micro-batch, not divisible by the data-parallel size data*fsdp={n} "
+                        f"of mesh {dict(mesh.shape)}")
+
+
+@dataclass
+class Engine:
+    model_config: Any  # ModelConfig
+    graphdef: Any
+    frozen: dict  # {"model": frozen params, "ref": the DPO reference's trainable params (or {})}
+    mesh: Mesh
+    state_shardings: dict
+    frozen_shardings: dict
+    batch_sharding: NamedSharding
+    step_fn: Callable
+    lr_fn: optax.Schedule
+
+    def step(self, state, batch):
+        return self.step_fn(state, self.frozen, batch)
+
+    def model(self, params, frozen=None):
+        """The nnx model with the given trainable params (for eval, export); pass `frozen` inside jit."""
+        return nnx.merge(self.graphdef, params, (frozen or self.frozen)["model"])
+
+    def trainable_matmul_params(self, state) -> int | None:
+        """Weights in matmuls that get a weight gradient (None = all of them), for the FLOPs count."""
+        return trainable_matmul_params(self.model_config, state["params"], self.frozen["model"])
+
+
+def trainable_matmul_params(model_config, params, frozen_model) -> int | None:
+    """`Engine.trainable_matmul_params` from the (possibly abstract) trainable and frozen trees."""
+    if jax.tree.leaves(frozen_model) and any("kernel" in path_str(p) or "embedding" in path_str(p)
+                                             for p, _ in jax.tree_util.tree_flatten_with_path(frozen_model)[0]):
+        tied = model_config.tie_word_embeddings
+        return sum(int(x.size) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
+                   if "lora_" in path_str(p) or path_str(p) == "lm_head/kernel"
+                   or (tied and path_str(p) == "model/embed_tokens/embedding"))
+    return None
+
+
+def state_shardings(state, mesh: Mesh):
+    rep = NamedSharding(mesh, P())
+    params_sh = tree_shardings(state["params"], mesh)
+
+    def opt_one(path, leaf):
+        if leaf.ndim == 0:
+            return rep
+        return NamedSharding(mesh, spec_for(path_str(path), tuple(leaf.shape), mesh))
+
+    opt_sh = jax.tree_util.tree_map_with_path(opt_one, state["opt_state"])
+    return {"params": params_sh, "opt_state": opt_sh, "step": rep, "rng": rep}
+
+
+@dataclass
+class StepParts:
+    """The jitted step and what it needs, built from shapes alone (see `build_step`)."""
+
+    step_fn: Callable  # (state, frozen, batch) -> (state, metrics), jitted with shardings, state donated
+    init_fn: Callable  # trainable params -> the initial state, jitted with the state shardings
+    lr_fn: optax.Schedule
+    abstract_state: dict
+    abstract_frozen: dict
+    state_shardings: dict
+    frozen_shardings: dict
+    batch_sharding: NamedSharding
+
+
+def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None) -> StepParts:
+    """The train step for the nnx split (graphdef, trainable pure dict, frozen pure dict). Only the leaves' shapes
+    and dtypes are read, so abstract trees (ShapeDtypeStruct) work: `jaxadapt plan` compiles the real step
+    ahead of time without allocating a parameter."""
+    t = cfg.train
+    masks = row_masks(params, t.trainable, old_vocab)
+    opt = make_optimizer(cfg.optim, t.steps, masks)
+    objective = OBJECTIVES[t.objective]
+    lr_fn = schedule(cfg.optim, t.steps)
+    dropout = cfg.lora.dropout > 0 and "lora" in t.trainable
+
+    shape = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    abstract_params = jax.tree.map(shape, params)
+    abstract = {"params": abstract_params, "opt_state": jax.eval_shape(opt.init, abstract_params),
+                "step": jax.ShapeDtypeStruct((), jnp.int32), "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}
+    st_sh = state_shardings(abstract, mesh)
+    # The DPO reference is the model as it starts: a copy of the trainable params, frozen.
+    abstract_frozen = {"model": jax.tree.map(shape, frozen_model),
+                       "ref": abstract_params if t.objective == "dpo" else {}}
+    fr_sh = tree_shardings(abstract_frozen, mesh)
+    batch_sh = NamedSharding(mesh, P(None, LOGICAL_TO_MESH["batch"], None))
+
+    def loss_parts(p, fz, mb, rng):
+        m = nnx.merge(graphdef, p, fz["model"])
+        extra = {}
+        if t.objective == "dpo":
+            ref = nnx.merge(graphdef, fz["ref"], fz["model"])
+            extra["ref_logps"] = jax.lax.stop_gradient(sequence_logprobs(ref, mb))
+        total, n, aux = objective(m, mb, rng=rng if dropout else None, z_loss=t.z_loss, beta=t.dpo_beta, **extra)
+        return total, (n, aux)
+
+    grad_fn = jax.value_and_grad(loss_parts, has_aux=True)
+
+    def train_step(state, fz, batch):
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        p = state["params"]
+
+        def micro(carry, xs):
+            g_acc, tot_acc, n_acc, aux_acc = carry
+            mb, i = xs
+            (total, (n, aux)), g = grad_fn(p, fz, mb, jax.random.fold_in(rng, i))
+            g_acc = jax.tree.map(jnp.add, g_acc, g)
+            aux_acc = {k: aux_acc[k] + aux[k] for k in aux_acc}
+            return (g_acc, tot_acc + total, n_acc + n, aux_acc), None
+
+        zeros = jax.tree.map(jnp.zeros_like, p)
+        aux0 = {k: jnp.zeros((), jnp.float32) for k in _aux_keys(t)}
+        accum = jax.tree.leaves(batch)[0].shape[0]
+        (g, total, n, aux), _ = jax.lax.scan(micro, (zeros, jnp.zeros(()), jnp.zeros(()), aux0),
+                                             (batch, jnp.arange(accum)))
+        n = jnp.maximum(n, 1.0)
+        g = jax.tree.map(lambda x: x / n, g)
+        if masks is not None:
+            g = jax.tree.map(lambda x, m: x if m is None else x * m, g, masks, is_leaf=lambda x: x is None)
+        updates, opt_state = opt.update(g, state["opt_state"], p)
+        new = {"params": optax.apply_updates(p, updates), "opt_state": opt_state, "step": state["step"] + 1,
+               "rng": state["rng"]}
+        metrics = {"loss": total / n, "grad_norm": optax.tree.norm(g), "lr": lr_fn(state["step"]),
+                   "tokens": n, **{k.replace("_sum", ""): v / n for k, v in aux.items()}}
+        return new, metrics
+
+    step_fn = jax.jit(train_step, in_shardings=(st_sh, fr_sh, batch_sh),
+                      out_shardings=(st_sh, NamedSharding(mesh, P())), donate_argnums=(0,))
+    init_fn = jax.jit(lambda p: {"params": p, "opt_state": opt.init(p), "step": jnp.zeros((), jnp.int32),
+                                 "rng": jax.random.PRNGKey(t.seed)}, out_shardings=st_sh)
+    return StepParts(step_fn, init_fn, lr_fn, abstract, abstract_frozen, st_sh, fr_sh, batch_sh)
+
+
+def build_engine(model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None):
+    """Compile-ready engine and the initial (sharded) state for `model`, whose params are already placed."""
+    graphdef, trainable, frozen = split_trainable(model, cfg.train.trainable)
+    params, frozen = nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen)
+    parts = build_step(graphdef, params, frozen, cfg, mesh, old_vocab)
+    # device_put reshards a model that was loaded without a mesh.
+    state = parts.init_fn(jax.device_put(params, parts.state_shardings["params"]))
+    frozen = {"model": frozen, "ref": jax.tree.map(jnp.copy, params) if cfg.train.objective == "dpo" else {}}
+    engine = Engine(model.config, graphdef, jax.device_put(frozen, parts.frozen_shardings), mesh,
+                    parts.state_shardings, parts.frozen_shardings, parts.batch_sharding, parts.step_fn, parts.lr_fn)
+    return engine, state
+
+
+def _aux_keys(t) -> tuple[str, ...]:
+    if t.objective == "dpo":
+        return ("reward_acc_sum",)
+    return ("z_loss_sum",) if t.z_loss else ()
+
+
+def shard_batch(batch: dict, engine: Engine, grad_accum: int):
+    """A host batch {key: [global_batch, seq]} (or this process's share of it) -> device arrays
+    [grad_accum, micro, seq] sharded over the data axes; works across processes. Per-row metadata
+    (`num_bytes`) stays on the host."""
+    out = {}
+    for k, x in batch.items():
+        if k == "num_bytes":
+            continue
+        x = x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:])
+        global_shape = (grad_accum, x.shape[1] * jax.process_count(), *x.shape[2:])
+        out[k] = jax.make_array_from_process_local_data(engine.batch_sharding, x, global_shape)
+    return out

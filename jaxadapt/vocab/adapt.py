@@ -1,0 +1,129 @@
+"""Give a model a new vocabulary: new embedding rows (and an untied LM head) initialised from the old ones.
+
+Rows of tokens the old vocabulary has are copied bit-exactly; the rest come from transform.py. The matrices are
+padded to a multiple of 128 (TPU tiles), so config.vocab_size exceeds the tokenizer's size; the padded rows are the
+mean of the old rows and are never produced. The output is an HF dir with the new tokenizer and adaptation.json,
+which tells the trainer's new-rows mode where the old rows end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadapt.config import ModelConfig
+from jaxadapt.errors import UserError
+from jaxadapt.io.atomic import atomic_dir
+from jaxadapt.io.hf import load_pretrained, save_pretrained
+from jaxadapt.model import LlamaForCausalLM
+from jaxadapt.vocab.tokdir import TokenizerDir, TokenizerError, read_origin, read_tokenizer
+from jaxadapt.vocab.transform import Transform, build_transform, read_mapping
+
+ADAPTATION_FILE = "adaptation.json"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int = 128, seed: int = 0,
+          dtype: str | None = None) -> Path:
+    """Write `out`: model_dir's model with `tokenizer`'s vocabulary, new rows initialised by `init`.
+
+    init: mean | wmean | merge | mean-all | random | mapping:FILE. The old tokenizer is model_dir's own unless
+    old_tokenizer is given. Everything is checked before the model is loaded; nothing is written on error.
+    """
+    model_dir = Path(model_dir)
+    hf_cfg = _read_config(model_dir)
+    cfg = ModelConfig.from_hf(hf_cfg, source=str(model_dir / "config.json"))
+    try:
+        old = read_tokenizer(old_tokenizer or model_dir)
+    except TokenizerError as e:
+        raise TokenizerError(f"{e} (the model's own tokenizer; pass --old-tokenizer if it lives elsewhere)") from None
+    new = read_tokenizer(tokenizer)
+    check_pair(model_dir, cfg, old, new, read_origin(tokenizer))
+    if pad_to < 1:
+        raise UserError(f"--pad-to {pad_to}: expected a positive multiple")
+    method, mapping = init, None
+    if init.startswith("mapping:"):
+        method, mapping = "mapping", read_mapping(init.split(":", 1)[1], old, new)
+    transform = build_transform(old, new, method, mapping)
+    dtype = dtype or (hf_cfg.get("dtype") or hf_cfg.get("torch_dtype") or "float32")
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r}: expected one of {DTYPES}")
+
+    model = load_pretrained(model_dir, dtype="float32")
+    adapt_model(model, transform, pad_to, seed)
+    model.config = model.model.cfg = _remap_special_ids(model.config, old, new)
+    copied = transform.copy_from[: old.size]
+    record = {
+        "method": init, "old_vocab_size": old.size, "old_model_vocab_size": cfg.vocab_size,
+        "new_vocab_size": new.size, "padded_vocab_size": model.config.vocab_size, "pad_to": pad_to,
+        "tied_embeddings": cfg.tie_word_embeddings,
+        # True when ids below old_vocab_size are the old tokens with their old rows (an extension): the rows a
+        # new-rows-only training run may touch start at old_vocab_size.
+        "prefix_preserved": bool(new.size >= old.size and np.array_equal(copied, np.arange(old.size))),
+        "counts": transform.counts(), "model": str(model_dir), "tokenizer": str(tokenizer),
+        "old_tokenizer_fingerprint": old.fingerprint(), "seed": seed,
+    }
+    with atomic_dir(out) as tmp:
+        save_pretrained(model, tmp / "hf", tokenizer=new.source, dtype=dtype)
+        for f in (tmp / "hf").iterdir():
+            os.replace(f, tmp / f.name)
+        (tmp / "hf").rmdir()
+        (tmp / ADAPTATION_FILE).write_text(json.dumps(record, indent=2))
+    return Path(out)
+
+
+def adapt_model(model: LlamaForCausalLM, transform: Transform, pad_to: int = 128, seed: int = 0) -> LlamaForCausalLM:
+    """Replace model's embedding rows (and untied LM head) in place by the transform's, padded to pad_to."""
+    n = transform.new_size
+    padded = -(-n // pad_to) * pad_to
+
+    def grow(old: np.ndarray, seed: int) -> np.ndarray:
+        rows = transform.apply(old, seed)
+        pad = np.broadcast_to(old[: transform.old_size].mean(axis=0, dtype=np.float64), (padded - n, old.shape[1]))
+        return np.concatenate([rows, pad.astype(old.dtype)])
+
+    emb = model.model.embed_tokens.embedding
+    emb.set_value(jnp.asarray(grow(np.asarray(emb[...]), seed)))
+    if model.lm_head is not None:
+        kernel = model.lm_head.kernel
+        kernel.set_value(jnp.asarray(grow(np.asarray(kernel[...]).T, seed + 1).T))
+    model.config = model.model.cfg = model.config.replace(vocab_size=padded)
+    return model
+
+
+def check_pair(model_dir: Path, cfg: ModelConfig, old: TokenizerDir, new: TokenizerDir, origin: dict | None) -> None:
+    """The model's own tokenizer must fit its embedding matrix, and a tokenizer jaxadapt derived from a base must have
+    been derived from this model's tokenizer."""
+    if old.size > cfg.vocab_size:
+        raise UserError(f"{model_dir}: its tokenizer ({old.source}) has {old.size} tokens but the model only "
+                        f"{cfg.vocab_size} embedding rows: the model and tokenizer do not belong together")
+    base = (origin or {}).get("base_fingerprint")
+    if base is not None and base != old.fingerprint():
+        raise UserError(f"{new.source} was made from the tokenizer {origin.get('base')!r}, whose vocabulary differs "
+                        f"from {model_dir}'s tokenizer ({old.source}): the model and tokenizer do not belong together")
+
+
+def _read_config(model_dir: Path) -> dict:
+    f = model_dir / "config.json"
+    if not f.is_file():
+        raise UserError(f"{model_dir}: not a model directory (no config.json)")
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{f}: invalid JSON ({e})") from None
+
+
+def _remap_special_ids(cfg: ModelConfig, old: TokenizerDir, new: TokenizerDir) -> ModelConfig:
+    """bos/eos/pad ids name tokens: follow those tokens to their new ids (None if the new vocabulary lacks one)."""
+    def remap(i):
+        if isinstance(i, list):
+            return [j for j in map(remap, i) if j is not None]
+        tok = old.tokens[i] if i is not None and 0 <= i < old.size else None
+        return new.vocab.get(tok) if tok is not None else None
+
+    return cfg.replace(bos_token_id=remap(cfg.bos_token_id), eos_token_id=remap(cfg.eos_token_id),
+                       pad_token_id=remap(cfg.pad_token_id))

@@ -1,0 +1,134 @@
+"""`jaxadapt tokenizer ...` (train, extend, stats) and `jaxadapt vocab adapt`: thin wrappers over jaxadapt.vocab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from jaxadapt.errors import UserError
+
+tokenizer_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                            help="Train, extend and measure tokenizers for a target language.")
+vocab_app = typer.Typer(no_args_is_help=True, add_completion=False,
+                        help="Give a model a new vocabulary (embedding initialisation).")
+
+CORPUS = typer.Option(..., "--corpus", help="A .jsonl (text field) or text file; repeat for more.")
+MAX_MB = typer.Option(None, "--max-mb", help="Read at most this many MB of text from each corpus.")
+
+
+def _texts(corpus: list[Path], max_mb: float | None) -> list[str]:
+    from jaxadapt.vocab.corpus import read_corpora
+
+    return read_corpora(corpus, None if max_mb is None else int(max_mb * 2**20))
+
+
+@tokenizer_app.command("train")
+def train_cmd(
+    corpus: List[Path] = CORPUS,
+    vocab_size: int = typer.Option(..., "--vocab-size", help="Size of the vocabulary, special and byte tokens included."),
+    kind: str = typer.Option("bpe", help="bpe (byte-level), spm-bpe (▁ + byte fallback) or unigram."),
+    out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
+    split_digits: bool = typer.Option(True, help="Make every digit its own token."),
+    special_token: Optional[List[str]] = typer.Option(None, "--special-token",
+                                                      help="A special token (repeat); default per kind."),
+    max_mb: Optional[float] = MAX_MB,
+):
+    """Train a new tokenizer from scratch on target-language text."""
+    from jaxadapt.vocab.tokdir import write_tokenizer_dir
+    from jaxadapt.vocab.train import train
+
+    tok, config = train(_texts(corpus, max_mb), vocab_size, kind, split_digits, special_token or None)
+    origin = {"mode": "train", "kind": kind, "vocab_size": vocab_size, "split_digits": split_digits,
+              "corpus": [str(c) for c in corpus]}
+    write_tokenizer_dir(out, tok, origin, config=config)
+    typer.echo(f"wrote {out} ({tok.size} tokens)")
+
+
+@tokenizer_app.command("extend")
+def extend_cmd(
+    base: Path = typer.Option(..., "--base", help="A model or tokenizer dir with tokenizer.json."),
+    corpus: List[Path] = CORPUS,
+    out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
+    add: Optional[int] = typer.Option(None, "--add", help="How many new tokens to learn and append."),
+    merge_priority: str = typer.Option("low", help="low: new merges after the old ones; high: before them."),
+    replace: bool = typer.Option(False, "--replace", help="Make a stand-alone tokenizer of --vocab-size tokens."),
+    optimize: Optional[float] = typer.Option(None, "--optimize", metavar="KEEP_FRACTION",
+                                             help="Keep this share of the old tokens (most used on the corpus), "
+                                                  "refill with new ones."),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size",
+                                             help="--replace: the new size; --optimize: the final size "
+                                                  "(default: the base's)."),
+    max_mb: Optional[float] = MAX_MB,
+):
+    """Extend a tokenizer with target-language tokens, keeping every old id (or --replace / --optimize it)."""
+    from jaxadapt.vocab.extend import extend
+    from jaxadapt.vocab.optimize import optimize as optimize_vocab
+    from jaxadapt.vocab.replace import replace as replace_vocab
+    from jaxadapt.vocab.tokdir import read_tokenizer, write_tokenizer_dir
+
+    if replace and optimize is not None:
+        raise UserError("--replace and --optimize exclude each other")
+    if replace and vocab_size is None:
+        raise UserError("--replace needs --vocab-size (the size of the new vocabulary)")
+    if not replace and optimize is None and add is None:
+        raise UserError("--add N is required (or --replace / --optimize)")
+    base_tok = read_tokenizer(base)
+    texts = _texts(corpus, max_mb)
+    origin = {"base": str(base), "base_fingerprint": base_tok.fingerprint(), "base_vocab_size": base_tok.size,
+              "corpus": [str(c) for c in corpus]}
+    if replace:
+        new = replace_vocab(base_tok, texts, vocab_size)
+        origin.update(mode="replace", vocab_size=vocab_size)
+    elif optimize is not None:
+        new = optimize_vocab(base_tok, texts, optimize, vocab_size)
+        origin.update(mode="optimize", keep_fraction=optimize, vocab_size=new.size)
+    else:
+        new = extend(base_tok, texts, add, merge_priority)
+        origin.update(mode="extend", added=add, merge_priority=merge_priority)
+    write_tokenizer_dir(out, new, origin)
+    typer.echo(f"wrote {out} ({base_tok.size} -> {new.size} tokens)")
+
+
+@tokenizer_app.command("stats")
+def stats_cmd(
+    tokenizer: List[Path] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir; repeat to compare."),
+    corpus: List[Path] = CORPUS,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    max_mb: Optional[float] = MAX_MB,
+):
+    """Characters/bytes per token, tokens per word and line, words split, byte-fallback rate per corpus."""
+    from jaxadapt.vocab.corpus import read_corpus
+    from jaxadapt.vocab.stats import corpus_stats, format_table
+    from jaxadapt.vocab.tokdir import read_tokenizer
+
+    toks = [(str(t), read_tokenizer(t)) for t in tokenizer]
+    limit = None if max_mb is None else int(max_mb * 2**20)
+    texts = [(str(c), read_corpus(c, limit)) for c in corpus]
+    rows = [(name, cname, corpus_stats(tok, docs)) for name, tok in toks for cname, docs in texts]
+    if as_json:
+        typer.echo(json.dumps([{"tokenizer": t, "corpus": c, **s.as_dict()} for t, c, s in rows], indent=2))
+    else:
+        typer.echo(format_table(rows))
+
+
+@vocab_app.command("adapt")
+def adapt_cmd(
+    model: Path = typer.Option(..., "--model", help="An HF model dir (with its tokenizer)."),
+    tokenizer: Path = typer.Option(..., "--tokenizer", help="The new tokenizer (dir with tokenizer.json)."),
+    init: str = typer.Option("mean", "--init", help="mean | wmean | merge | mean-all | random | mapping:FILE"),
+    out: Path = typer.Option(..., "--out", help="The HF model dir to write."),
+    old_tokenizer: Optional[Path] = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
+    pad_to: int = typer.Option(128, "--pad-to", help="Pad the vocabulary to a multiple of this."),
+    seed: int = typer.Option(0, help="Seed of --init random."),
+    dtype: Optional[str] = typer.Option(None, help="Parameter dtype written (default: the model's)."),
+):
+    """Build embeddings (and an untied LM head) for a new tokenizer's vocabulary; old tokens keep their rows."""
+    from jaxadapt.vocab.adapt import ADAPTATION_FILE, adapt
+
+    path = adapt(model, tokenizer, init, out, old_tokenizer=old_tokenizer, pad_to=pad_to, seed=seed, dtype=dtype)
+    record = json.loads((path / ADAPTATION_FILE).read_text())
+    typer.echo(f"wrote {path} (vocab {record['old_vocab_size']} -> {record['new_vocab_size']}, padded to "
+               f"{record['padded_vocab_size']}; rows: {record['counts']})")

@@ -1,0 +1,191 @@
+"""Initialise the embedding rows of a new vocabulary from the old one (METHODS.md §2), as one linear map T.
+
+new_rows = T · [E_old; mean(E_old)]: T is sparse [new vocab, old vocab + 1], its last column standing for the mean of
+all old rows, so mean-all rows and empty decompositions stay sparse too. Tokens the old vocabulary has (by string,
+else by the bytes they stand for) and special tokens (by name) copy their old row; the rest follow the method.
+LEP's "conversion" propagation needs exactly this T (built with "mean"), so it is a value of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from jaxadapt.errors import UserError
+from jaxadapt.vocab.surface import Decomposer, style, token_bytes
+from jaxadapt.vocab.tokdir import BYTE_TOKEN, TokenizerDir
+
+METHODS = ("mean", "wmean", "merge", "mean-all", "random", "mapping")
+WMEAN_DECAY = 0.5  # wmean: weight of the i-th piece ∝ exp(-WMEAN_DECAY * i)
+WMEAN_SPACE = 0.1  # wmean: relative weight of a piece that is only whitespace
+_CHUNK = 4096
+
+
+@dataclass
+class Transform:
+    """new rows = matrix · [old rows; their mean], except `random` rows, which are drawn."""
+
+    matrix: sp.csr_array  # [new_size, old_size + 1]
+    kinds: list[str]  # per new id: copy, special, mean, wmean, merge, mapping, mean-all, random, fallback, unused
+    copy_from: np.ndarray  # per new id: the old id it copies bit-exactly, or -1
+    old_size: int
+
+    @property
+    def new_size(self) -> int:
+        return len(self.kinds)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for k in self.kinds:
+            out[k] = out.get(k, 0) + 1
+        return dict(sorted(out.items()))
+
+    def apply(self, old: np.ndarray, seed: int = 0) -> np.ndarray:
+        """The [new_size, dim] rows for old rows `old` ([>= old_size, dim]); sums in float64, copies bit-exact."""
+        base = np.asarray(old[: self.old_size])
+        mean = base.mean(axis=0, dtype=np.float64)
+        out = np.empty((self.new_size, base.shape[1]), base.dtype)
+        for start in range(0, self.new_size, _CHUNK):
+            part = self.matrix[start:start + _CHUNK]
+            cols = np.unique(part.indices)
+            rows = np.stack([mean if c == self.old_size else base[c].astype(np.float64) for c in cols]) \
+                if len(cols) else np.zeros((0, base.shape[1]))
+            out[start:start + _CHUNK] = (part[:, cols] @ rows).astype(base.dtype) if len(cols) else 0
+        copied = self.copy_from >= 0
+        out[copied] = base[self.copy_from[copied]]
+        drawn = np.array([k == "random" for k in self.kinds])
+        if drawn.any():  # N(0, sigma) with sigma the spread of the old rows
+            rng = np.random.default_rng(seed)
+            out[drawn] = rng.normal(0.0, float(base.std()), (int(drawn.sum()), base.shape[1])).astype(base.dtype)
+        return out
+
+
+def build_transform(old: TokenizerDir, new: TokenizerDir, method: str = "mean",
+                    mapping: dict[str, list[tuple[str, float]]] | None = None) -> Transform:
+    """T for initialising `new`'s rows from `old`'s. mapping: new token -> [(old token, weight)] ("mapping")."""
+    if method not in METHODS:
+        raise UserError(f"--init {method!r}: expected one of {METHODS} (mapping as mapping:FILE)")
+    rule = _Rows(old, new, method, mapping or {})
+    rows, cols, vals, kinds = [], [], [], []
+    copy_from = np.full(new.size, -1, np.int64)
+    for new_id, tok in enumerate(new.tokens):
+        weights, kind = rule(tok)
+        if kind in ("copy", "special"):
+            copy_from[new_id] = next(iter(weights))
+        rows += [new_id] * len(weights)
+        cols += list(weights)
+        vals += list(weights.values())
+        kinds.append(kind)
+    matrix = sp.csr_array((np.asarray(vals, np.float64), (np.asarray(rows, np.int64), np.asarray(cols, np.int64))),
+                          shape=(new.size, old.size + 1))
+    return Transform(matrix, kinds, copy_from, old.size)
+
+
+class _Rows:
+    """One new token -> (old id -> weight, kind): the per-token rules of METHODS.md §2."""
+
+    def __init__(self, old: TokenizerDir, new: TokenizerDir, method: str, mapping: dict):
+        self.old, self.method, self.mapping = old, method, mapping
+        self.old_style, self.new_style = style(old.spec), style(new.spec)
+        self.old_added = {t["content"] for t in old.added}
+        self.new_added = {t["content"] for t in new.added}
+        self.by_bytes: dict[bytes, int] = {}
+        plain = [(i, t) for i, t in enumerate(old.tokens) if t is not None and t not in self.old_added]
+        for i, tok in sorted(plain, key=lambda it: bool(BYTE_TOKEN.fullmatch(it[1]))):  # "▁" before "<0x20>"
+            self.by_bytes.setdefault(token_bytes(tok, self.old_style), i)
+        self.decompose = Decomposer(old)
+        self.makers: dict[str, tuple[str, str]] = {}  # token -> the highest-priority merge that builds it
+        for a, b in (new.merges if new.model.get("type") == "BPE" else []):
+            self.makers.setdefault(a + b, (a, b))
+        self.memo: dict[str, dict[int, float]] = {}
+
+    def __call__(self, tok: str | None) -> tuple[dict[int, float], str]:
+        mean_all = {self.old.size: 1.0}
+        if tok is None:
+            return mean_all, "unused"
+        i = self.old_id(tok)
+        if i is not None:
+            return {i: 1.0}, "special" if tok in self.new_added else "copy"
+        if tok in self.new_added or self.method == "mean-all":
+            return mean_all, "mean-all"
+        if self.method == "random":
+            return {}, "random"
+        if self.method == "merge":
+            return self.merged(tok), "merge"
+        if self.method == "mapping" and tok in self.mapping:
+            return {self.old.vocab[o]: w for o, w in self.mapping[tok]}, "mapping"
+        ids = self.decompose(token_bytes(tok, self.new_style))
+        if not ids:
+            return mean_all, "fallback"
+        if self.method == "wmean":
+            return _wmean(ids, self.old, self.old_style), "wmean"
+        return _mean(ids), "mean"
+
+    def old_id(self, tok: str) -> int | None:
+        """The old token a new one is: special tokens by name, others by string (same style) or bytes."""
+        if tok in self.new_added:
+            return self.old.vocab.get(tok)
+        if self.old_style == self.new_style and tok in self.old.vocab and tok not in self.old_added:
+            return self.old.vocab[tok]
+        return self.by_bytes.get(token_bytes(tok, self.new_style))
+
+    def merged(self, tok: str) -> dict[int, float]:
+        """e(ab) = (e(a) + e(b)) / 2 down the new tokenizer's merge tree, old tokens at the leaves."""
+        if tok not in self.memo:
+            i = self.old_id(tok)
+            if i is not None:
+                self.memo[tok] = {i: 1.0}
+            elif tok in self.makers:
+                out: dict[int, float] = {}
+                for part in self.makers[tok]:
+                    for j, w in self.merged(part).items():
+                        out[j] = out.get(j, 0.0) + w / 2
+                self.memo[tok] = out
+            else:  # no merge builds it (an alphabet character): its decomposition's mean
+                self.memo[tok] = _mean(self.decompose(token_bytes(tok, self.new_style))) or {self.old.size: 1.0}
+        return self.memo[tok]
+
+
+def _mean(ids: list[int]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for i in ids:
+        out[i] = out.get(i, 0.0) + 1.0 / len(ids)
+    return out
+
+
+def _wmean(ids: list[int], old: TokenizerDir, how: str) -> dict[int, float]:
+    w = [math.exp(-WMEAN_DECAY * k) * (WMEAN_SPACE if not token_bytes(old.tokens[i], how).strip() else 1.0)
+         for k, i in enumerate(ids)]
+    out: dict[int, float] = {}
+    for i, wi in zip(ids, w):
+        out[i] = out.get(i, 0.0) + wi / sum(w)
+    return out
+
+
+def read_mapping(path, old: TokenizerDir, new: TokenizerDir) -> dict[str, list[tuple[str, float]]]:
+    """A JSON object {new token: {old token: weight, ...}} (trans-tokenization output); every token must exist."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"mapping {p}: cannot read it as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"mapping {p}: expected an object {{new token: {{old token: weight}}}}")
+    out = {}
+    for tok, entry in data.items():
+        if tok not in new.vocab:
+            raise UserError(f"mapping {p}: {tok!r} is not a token of the new tokenizer")
+        if not isinstance(entry, dict) or not entry:
+            raise UserError(f"mapping {p}: {tok!r} must map to a non-empty object {{old token: weight}}")
+        for o, w in entry.items():
+            if o not in old.vocab:
+                raise UserError(f"mapping {p}: {tok!r} -> {o!r} is not a token of the old tokenizer")
+            if not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise UserError(f"mapping {p}: {tok!r} -> {o!r} has weight {w!r}, expected a finite number")
+        out[tok] = [(o, float(w)) for o, w in entry.items()]
+    return out

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv/ in the repo root and install jaxadapt (+ test extra with --test).
+# torch==2.13.0 is installed first and explicitly: an unpinned torch (peft needs one) makes pip pull
+# a multi-GB CUDA build on a CPU-only machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0"
+else
+  .venv/bin/python -m pip install -q -e . "torch==2.13.0"
+fi

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny HF-style configs of every family, real transformers models saved to disk."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch a hub
+# 8 simulated CPU devices for mesh tests; single-device code still runs on device 0 only.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import pytest
+
+TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            max_position_embeddings=512, rms_norm_eps=1e-5)
+
+# name -> (model_type, config overrides). Each exercises something the others do not.
+FAMILIES = {
+    "llama_mha": ("llama", dict(num_key_value_heads=4)),
+    "llama_gqa": ("llama", dict(num_key_value_heads=2)),
+    "llama_mqa": ("llama", dict(num_key_value_heads=1)),
+    "llama3_rope_scaling": ("llama", dict(num_key_value_heads=2, rope_theta=500000.0, rope_scaling={
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64})),
+    "llama_tied": ("llama", dict(num_key_value_heads=2, tie_word_embeddings=True)),
+    "llama_bias_head_dim": ("llama", dict(num_key_value_heads=2, head_dim=24, attention_bias=True, mlp_bias=True)),
+    "mistral_sliding": ("mistral", dict(num_key_value_heads=2, sliding_window=40)),
+    "qwen2_bias": ("qwen2", dict(num_key_value_heads=2)),
+    "qwen2_tied": ("qwen2", dict(num_key_value_heads=1, tie_word_embeddings=True)),
+}
+
+
+def hf_model(model_type: str, seed: int = 0, std: float = 0.2, **overrides):
+    """A real transformers model with random weights (std large enough that logits differ visibly)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(model_type, **{**TINY, **overrides})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+@pytest.fixture(params=sorted(FAMILIES))
+def family(request):
+    return request.param
+
+
+@pytest.fixture
+def hf_dir(tmp_path):
+    """Factory: save a random tiny HF model of a family to a dir; returns (dir, torch model)."""
+
+    def make(name: str, **extra):
+        model_type, overrides = FAMILIES[name]
+        model = hf_model(model_type, **{**overrides, **extra})
+        out = tmp_path / name
+        model.save_pretrained(out)
+        return out, model
+
+    return make
+
+
+@pytest.fixture
+def make_hf_model():
+    """The `hf_model` factory as a fixture, for tests that need a model not in FAMILIES."""
+    return hf_model
+
+
+@pytest.fixture(scope="module")
+def make_hf_model_module():
+    """`make_hf_model` for module-scoped fixtures."""
+    return hf_model

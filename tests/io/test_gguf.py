@@ -1,0 +1,263 @@
+"""GGUF import: the real SmolLM2 (Q4_1) against transformers, synthetic GGUFs of each family, and bad files."""
+
+import gguf
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from jaxadapt.assets import smollm2_dir, smollm2_gguf
+from jaxadapt.cli import main
+from jaxadapt.config import ModelConfig
+from jaxadapt.io.gguf import convert_gguf, unpermute_rope_rows
+from jaxadapt.io.hf import load_pretrained, read_config
+
+# Text of each kind the tokenizer must handle. Whitespace directly before a digit is left out: see
+# test_digits_split_like_the_real_smollm2_tokenizer for why transformers' GGUF tokenizer is no reference there.
+MIXED = [
+    "The capital of the Netherlands is Amsterdam. It's 12:30 and I'm sure they'll come!",
+    "De hoofdstad van Nederland is Amsterdam; het weer is   prachtig\n\n\tvandaag, zeiden ze.",
+    "Столица России — Москва. Привет, мир! Ёлка, щи, объём.",
+    "In 2024, 3.14159 * 1,000,000 = 3141590 ... 12345678 and v2.0-rc1 (x86_64)",
+    "emoji 😀👍🏽🇳🇱 ❤️ and   spaces    at the end  \n\n\n",
+    "<|im_start|>user\nHoi<|im_end|>\n<|endoftext|>",
+    "def f(x):\n    return x ** 2  # tabs\tand\r\nCRLF",
+]
+
+
+# ------------------------------------------------------------------------------------------- real SmolLM2
+@pytest.fixture(scope="session")
+def smollm2():
+    return smollm2_dir()
+
+
+@pytest.fixture(scope="session")
+def gguf_tokenizer():
+    """transformers' own reading of the GGUF's tokenizer: the reference for ours."""
+    f = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(str(f.parent), gguf_file=f.name)
+
+
+@pytest.fixture(scope="session")
+def prose_ids(smollm2):
+    """256 tokens of real English prose that ships with every CPython (the language reference)."""
+    from pydoc_data.topics import topics
+
+    ids = AutoTokenizer.from_pretrained(str(smollm2))(topics["exceptions"])["input_ids"]
+    assert len(ids) >= 256
+    return ids[:256]
+
+
+def test_smollm2_config_is_read_from_metadata(smollm2):
+    cfg = read_config(smollm2)
+    assert cfg == ModelConfig(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                              num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                              rms_norm_eps=1e-5, max_position_embeddings=8192, rope_theta=100000.0,
+                              tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+
+
+def test_smollm2_logits_match_transformers_and_the_model_is_sane(smollm2, prose_ids):
+    torch_model = AutoModelForCausalLM.from_pretrained(str(smollm2), dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = torch_model(torch.tensor([prose_ids])).logits[0].numpy()
+    got = np.asarray(load_pretrained(smollm2)(jnp.asarray([prose_ids]))[0])
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.array_equal(got.argmax(-1), want.argmax(-1))
+    # Independent of any reference converter: the model must actually predict English. Mean NLL is ~2.6 nats;
+    # Q/K left in llama.cpp's row order gives ~4.9.
+    logp = np.asarray(jax.nn.log_softmax(got))
+    assert -logp[np.arange(255), prose_ids[1:]].mean() < 3.5
+
+
+@pytest.mark.slow
+def test_smollm2_matches_transformers_reading_the_gguf_itself(smollm2, prose_ids):
+    f = smollm2_gguf()
+    ref = AutoModelForCausalLM.from_pretrained(str(f.parent), gguf_file=f.name, dtype=torch.float32).eval()
+    ours = AutoModelForCausalLM.from_pretrained(str(smollm2), dtype=torch.float32).eval()
+    ids = torch.tensor([prose_ids[:64]])
+    with torch.no_grad():
+        assert (ref(ids).logits - ours(ids).logits).abs().max() <= 1e-4
+
+
+def test_tokenizer_matches_transformers_gguf_tokenizer(smollm2, gguf_tokenizer):
+    ours = AutoTokenizer.from_pretrained(str(smollm2))
+    for text in MIXED:
+        ids = ours(text)["input_ids"]
+        assert ids == gguf_tokenizer(text)["input_ids"], text
+        assert ours.decode(ids) == text
+    assert (ours.bos_token, ours.eos_token, ours.pad_token, ours.unk_token) == (
+        "<|im_start|>", "<|im_end|>", "<|im_end|>", "<|endoftext|>")
+    assert ours.model_max_length == 8192 and len(ours) == 49152
+    assert ours("<|im_end|>")["input_ids"] == [2]  # special tokens stay whole; no BOS is added
+
+
+def test_digits_split_like_the_real_smollm2_tokenizer(smollm2):
+    """SmolLM2's tokenizer.json (and llama.cpp's 'smollm' pre-tokenizer) isolates every digit *before* the GPT-2
+    regex runs, so a whitespace run before a number stays one token. transformers' GGUF loader skips that step."""
+    ours = AutoTokenizer.from_pretrained(str(smollm2))
+    assert ours.tokenize("a  2024\t\t7") == ["a", "ĠĠ", "2", "0", "2", "4", "ĉĉ", "7"]
+
+
+def test_chat_template_renders(smollm2):
+    ours = AutoTokenizer.from_pretrained(str(smollm2))
+    text = ours.apply_chat_template([{"role": "user", "content": "Hoi"}], tokenize=False, add_generation_prompt=True)
+    assert text == ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+                    "<|im_end|>\n<|im_start|>user\nHoi<|im_end|>\n<|im_start|>assistant\n")
+
+
+# ------------------------------------------------------------------------------------------- Q/K row order
+def _rope_hf(v, pos, theta=10000.0):
+    """HF rotate-half RoPE of one head vector."""
+    d = v.shape[0]
+    ang = pos * theta ** (-np.arange(0, d, 2) / d)
+    cos, sin = np.tile(np.cos(ang), 2), np.tile(np.sin(ang), 2)
+    return v * cos + np.concatenate([-v[d // 2:], v[: d // 2]]) * sin
+
+
+def _rope_ggml(v, pos, theta=10000.0):
+    """ggml's (non-NeoX) RoPE, as llama.cpp runs Llama: rotates adjacent pairs (2j, 2j+1) by angle j."""
+    d = v.shape[0]
+    ang = pos * theta ** (-np.arange(0, d, 2) / d)
+    x0, x1 = v[0::2], v[1::2]
+    out = np.empty_like(v)
+    out[0::2], out[1::2] = x0 * np.cos(ang) - x1 * np.sin(ang), x0 * np.sin(ang) + x1 * np.cos(ang)
+    return out
+
+
+@pytest.mark.parametrize("n_head", [1, 3])
+def test_unpermuted_rows_under_hf_rope_equal_gguf_rows_under_ggml_rope(n_head):
+    d, rng = 8, np.random.default_rng(n_head)
+    w_gguf, bias_gguf, x = rng.normal(size=(n_head * d, 5)), rng.normal(size=n_head * d), rng.normal(size=5)
+    w_hf, bias_hf = unpermute_rope_rows(w_gguf, n_head), unpermute_rope_rows(bias_gguf, n_head)
+    for pos in (0, 3, 17):
+        ggml = np.concatenate([_rope_ggml(h, pos) for h in np.split(w_gguf @ x + bias_gguf, n_head)])
+        hf = np.concatenate([_rope_hf(h, pos) for h in np.split(w_hf @ x + bias_hf, n_head)])
+        np.testing.assert_allclose(hf, unpermute_rope_rows(ggml, n_head), rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------- synthetic GGUFs
+GGUF_BLOCK_NAMES = {  # llama.cpp's names for one decoder layer's tensors
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
+}
+
+
+def _llama_cpp_permute(w, n_head):
+    """What llama.cpp's converter does to Llama's q/k rows (convert_hf_to_gguf.py, LlamaModel.permute)."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(path, model, arch=None, overrides=None):
+    """A float32 GGUF of a transformers model as llama.cpp would write it, with a 300-token byte-level vocab.
+
+    `overrides` maps a GGUF tensor name to (raw bytes array, quantization type)."""
+    c = model.config
+    arch = arch or c.model_type
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(c.num_hidden_layers)
+    w.add_context_length(c.max_position_embeddings)
+    w.add_embedding_length(c.hidden_size)
+    w.add_feed_forward_length(c.intermediate_size)
+    w.add_head_count(c.num_attention_heads)
+    w.add_head_count_kv(c.num_key_value_heads)
+    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    w.add_layer_norm_rms_eps(c.rms_norm_eps)
+    pairs = [(a, b) for a in "etaoinsh" for b in "etaoinsh"][: c.vocab_size - 259]
+    tokens = ["<|endoftext|>", "<s>", "</s>"] + list(bytes_to_unicode().values()) + [a + b for a, b in pairs]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    w.add_token_merges([f"{a} {b}" for a, b in pairs])
+    if c.bos_token_id is not None:
+        w.add_bos_token_id(c.bos_token_id)
+        w.add_eos_token_id(c.eos_token_id)
+    for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        arr = t.numpy().astype(np.float32)
+        if name.startswith("model.layers."):
+            _, _, i, rest = name.split(".", 3)
+            module, kind = rest.rsplit(".", 1)
+            g = f"blk.{i}.{GGUF_BLOCK_NAMES[module]}.{kind}"
+            if arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+                heads = c.num_attention_heads if module == "self_attn.q_proj" else c.num_key_value_heads
+                arr = _llama_cpp_permute(arr, heads)
+        else:
+            g = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                 "lm_head.weight": "output.weight"}[name]
+        if g in (overrides or {}):
+            raw, qtype = overrides[g]
+            w.add_tensor(g, raw, raw_dtype=qtype)
+        else:
+            w.add_tensor(g, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", "qwen2_tied"])
+def test_synthetic_gguf_converts_to_the_original_model(name, hf_dir, tmp_path):
+    src, model = hf_dir(name)
+    out = convert_gguf(write_gguf(tmp_path / "m.gguf", model), tmp_path / "out")
+    assert read_config(out) == read_config(src)
+    got = load_file(str(out / "model.safetensors"))
+    want = {k: v.numpy() for k, v in model.state_dict().items()
+            if not (k == "lm_head.weight" and model.config.tie_word_embeddings)}
+    assert sorted(got) == sorted(want)
+    for k in want:
+        assert np.array_equal(got[k], want[k]), k
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert tok.decode(tok("this is a test </s>")["input_ids"]) == "this is a test </s>"
+    assert tok.tokenize("tea") == ["t", "ea"]  # merges apply by rank ("e a" before "t e")
+
+
+def test_bfloat16_output(hf_dir, tmp_path):
+    _, model = hf_dir("llama_gqa")
+    out = convert_gguf(write_gguf(tmp_path / "m.gguf", model), tmp_path / "out", dtype="bfloat16")
+    assert read_config(out).to_hf()["model_type"] == "llama"
+    assert load_pretrained(out, dtype="bfloat16").model.norm.weight[...].dtype == jnp.bfloat16
+
+
+# ------------------------------------------------------------------------------------------- bad input
+def _bad(kind, tmp_path, model):
+    f = tmp_path / "bad.gguf"
+    if kind == "missing":
+        return f, "no such GGUF file"
+    if kind == "not_gguf":
+        f.write_text("hello, I am not a model\n")
+        return f, "not a readable GGUF file"
+    if kind == "truncated":
+        write_gguf(f, model)
+        f.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+        return f, "not a readable GGUF file"
+    if kind == "unsupported_quant":
+        rows, cols = model.config.intermediate_size, model.config.hidden_size
+        qtype = gguf.GGMLQuantizationType.Q8_1  # llama.cpp's internal activation format: no dequantizer
+        block, nbytes = gguf.GGML_QUANT_SIZES[qtype]
+        raw = np.zeros((rows, cols // block * nbytes), np.uint8)
+        write_gguf(f, model, overrides={"blk.1.ffn_up.weight": (raw, qtype)})
+        return f, "tensor 'blk.1.ffn_up.weight' has quantization type Q8_1"
+    if kind == "unsupported_arch":
+        write_gguf(f, model, arch="gemma")
+        return f, "general.architecture='gemma' is not supported"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_gguf", "truncated", "unsupported_quant", "unsupported_arch"])
+def test_bad_gguf_gives_clear_error_and_no_output(kind, hf_dir, tmp_path, capsys):
+    _, model = hf_dir("llama_gqa")
+    f, expected = _bad(kind, tmp_path, model)
+    out = tmp_path / "converted"
+    assert main(["convert", str(f), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and str(f) in err
+    assert not out.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".converted")] == []
