@@ -78,7 +78,8 @@ class Linear(nnx.Module):
             if rng is not None and self.lora_dropout > 0:
                 keep = jax.random.bernoulli(rng, 1.0 - self.lora_dropout, x.shape)
                 h = jnp.where(keep, x / (1.0 - self.lora_dropout), 0).astype(x.dtype)
-            y = y + (h @ self.lora_a[...].astype(cd)) @ self.lora_b[...].astype(cd) * self.lora_scale[...].astype(cd)
+            # scale the rank-r intermediate, not the [batch, seq, out] result: ~out/r times fewer multiplies
+            y = y + ((h @ self.lora_a[...].astype(cd)) * self.lora_scale[...].astype(cd)) @ self.lora_b[...].astype(cd)
         return y
 
 

@@ -62,6 +62,10 @@ class DataConfig:
     prefetch: batches buffered ahead of the trainer.
     tokenize_batch: documents per call into the (Rust, multi-threaded) tokenizer.
     packing_bins: rows first-fit packing fills at once (SFT): more bins, less padding.
+    host_sharding: how processes split the data. "records": process i reads records i, i+n, ... (each host
+      tokenizes only its share; the batches differ from a single-process run). "rows": every host reads and packs
+      the whole stream and keeps its block of each global batch, so any process count trains on exactly the
+      batches of one process (reproducible; costs n-fold tokenization, cheap next to training).
     """
 
     sources: tuple[SourceConfig, ...] = ()
@@ -78,6 +82,7 @@ class DataConfig:
     prefetch: int = 2
     tokenize_batch: int = 256
     packing_bins: int = 64
+    host_sharding: str = "records"
 
     def __post_init__(self):
         sources = tuple(SourceConfig(**s) if isinstance(s, dict) else s for s in self.sources)
@@ -88,6 +93,7 @@ class DataConfig:
         _choice("data: task", self.task, TASKS)
         _choice("data: bos", self.bos, POLICIES)
         _choice("data: eos", self.eos, POLICIES)
+        _choice("data: host_sharding", self.host_sharding, ("records", "rows"))
         if not 0.0 <= self.validation_fraction < 1.0:
             raise UserError(f"data: validation_fraction must be in [0, 1), got {self.validation_fraction}")
         for key in ("seq_len", "batch_size", "shuffle_buffer", "tokenize_batch", "packing_bins"):

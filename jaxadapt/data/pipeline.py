@@ -10,6 +10,7 @@ slice of every source, otherwise a background thread keeps `prefetch` batches re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import operator
 import weakref
@@ -79,8 +80,9 @@ def build_train_iterator(cfg: DataConfig, tokenizer: Any, *, seq_len: int | None
                          process_count: int = 1) -> DataIterator:
     """This process's share of every global batch: `global_batch / process_count` rows of `seq_len` tokens.
 
-    Process i of n reads records i, i+n, i+2n, ... of each source, so hosts see disjoint data and together all of
-    it. Batches follow the contract in `jaxadapt.data` (DPO: `chosen_*` and `rejected_*` fields).
+    With host_sharding "records", process i of n reads records i, i+n, i+2n, ... of each source, so hosts see
+    disjoint data and together all of it; with "rows" every process packs the whole stream and keeps rows
+    [i*B/n, (i+1)*B/n) of each global batch, the batches of a single-process run. Batches follow the contract in `jaxadapt.data` (DPO: `chosen_*` and `rejected_*` fields).
     """
     seq_len, global_batch = seq_len or cfg.seq_len, global_batch or cfg.batch_size
     if not cfg.sources:
@@ -88,11 +90,17 @@ def build_train_iterator(cfg: DataConfig, tokenizer: Any, *, seq_len: int | None
     if not 0 <= process_index < process_count or global_batch % process_count:
         raise UserError(f"data: global batch {global_batch} must split evenly over {process_count} processes "
                         f"(process_index {process_index})")
-    rows = {s.name: _rows(cfg, s, tokenizer, seq_len=seq_len, role="train", shard=(process_index, process_count))
-            for s in cfg.sources}
+    by_rows = cfg.host_sharding == "rows"
+    shard = (0, 1) if by_rows else (process_index, process_count)
+    rows = {s.name: _rows(cfg, s, tokenizer, seq_len=seq_len, role="train", shard=shard) for s in cfg.sources}
     ds = rows[cfg.sources[0].name] if len(rows) == 1 else grain.IterDataset.mix(
         rows, {s.name: s.weight for s in cfg.sources})
-    ds = ds.batch(global_batch // process_count, drop_remainder=True)
+    per = global_batch // process_count
+    if by_rows:
+        ds = ds.batch(global_batch, drop_remainder=True).map(
+            functools.partial(_block, lo=process_index * per, hi=(process_index + 1) * per))
+    else:
+        ds = ds.batch(per, drop_remainder=True)
     if cfg.num_workers:
         _absl_flags_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
@@ -102,6 +110,11 @@ def build_train_iterator(cfg: DataConfig, tokenizer: Any, *, seq_len: int | None
         ds = gx.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=cfg.prefetch)
     return DataIterator(ds, _fingerprint(cfg, seq_len=seq_len, batch_size=global_batch, process_index=process_index,
                                          process_count=process_count))
+
+
+def _block(batch: Batch, lo: int, hi: int) -> Batch:
+    """This process's rows of a global batch (host_sharding="rows")."""
+    return {k: v[lo:hi] for k, v in batch.items()}
 
 
 def _fingerprint(cfg: DataConfig, **actual: int) -> dict:

@@ -64,3 +64,18 @@ def test_eval_batches_split_rows_between_processes(tmp_path, tokenizer):
     for whole, a, b in zip(full, *parts):
         for k in whole:
             np.testing.assert_array_equal(whole[k], np.concatenate([a[k], b[k]]))
+
+
+def test_row_sharding_reproduces_the_single_process_batches(tmp_path, tokenizer):
+    """host_sharding="rows": the processes' blocks, stacked, are the batches of one process, step after step."""
+    src = source(tmp_path)
+    cfg = DataConfig(sources=(src,), seq_len=16, batch_size=8, shuffle_buffer=8, validation_fraction=0.0,
+                     host_sharding="rows")
+    single = build_train_iterator(cfg, tokenizer)
+    parts = [build_train_iterator(cfg, tokenizer, process_index=i, process_count=2) for i in range(2)]
+    for _ in range(3):
+        whole, blocks = next(single), [next(p) for p in parts]
+        for key in whole:
+            assert np.array_equal(np.concatenate([b[key] for b in blocks]), whole[key]), key
+    for it in (single, *parts):
+        it.close()

@@ -1,0 +1,183 @@
+"""Capacity planning: compile the real train step ahead of time for a mesh that need not exist, and read the
+per-device memory and FLOPs from XLA, before renting the machines.
+
+The step is built by `build_step` from abstract trees (`abstract_model` under `nnx.eval_shape`), lowered with
+ShapeDtypeStruct arguments that carry their shardings, and compiled: no parameter is ever allocated. The mesh
+is simulated with host CPU devices (`--xla_force_host_platform_device_count`), which must be set before jax
+starts, so the command runs the compile in a fresh interpreter (`python -m jaxadapt.train.plan`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from jaxadapt.errors import UserError
+
+# Memory per device (GiB) of the accelerators a plan is usually made for.
+DEVICE_MEMORY_GB = {"tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95, "tpu-v6e": 32, "a100-40gb": 40, "a100-80gb": 80,
+                    "h100": 80, "h200": 141}
+PLAN_TRAINABLE = ("full", "lora", "embeddings")
+REMATS = ("none", "full", "dots", "dots_no_batch")
+DTYPES = ("float32", "bfloat16")
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    """'data=2,fsdp=4' -> {'data': 2, 'fsdp': 4, 'tensor': 1}; every size explicit (the device count follows)."""
+    sizes = {"data": 1, "fsdp": 1, "tensor": 1}
+    seen = set()
+    for item in spec.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in sizes or key in seen or not value.strip().isdigit() or int(value) < 1:
+            raise UserError(f"--mesh {spec!r}: expected comma-separated AXIS=SIZE with AXIS one of data, fsdp, "
+                            f"tensor (each at most once) and SIZE a positive integer, e.g. data=2,fsdp=4")
+        seen.add(key)
+        sizes[key] = int(value)
+    return sizes
+
+
+def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str) -> None:
+    """Reject bad input in the parent, before a subprocess and a compile are paid for."""
+    from jaxadapt.train.config import trainable_parts
+
+    parts = trainable_parts(trainable)
+    if not parts <= set(PLAN_TRAINABLE):
+        raise UserError(f"--trainable {trainable!r}: plan supports {' | '.join(PLAN_TRAINABLE)} (or a '+'-union of "
+                        "them); new_rows trains the same arrays as embeddings, plan that instead")
+    for name, value in (("--batch", batch), ("--seq", seq)):
+        if value < 1:
+            raise UserError(f"{name}={value}: expected a positive integer")
+    for name, value, allowed in (("--dtype", dtype, DTYPES), ("--remat", remat, REMATS),
+                                 ("--device", device, tuple(DEVICE_MEMORY_GB))):
+        if value not in allowed:
+            raise UserError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
+
+
+def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str = "float32",
+                 remat: str = "none") -> dict:
+    """Compile the train step for `mesh` on this process's devices (the first data*fsdp*tensor of them) and
+    return per-device memory (bytes) and FLOPs per step."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxadapt.config.presets import model_preset
+    from jaxadapt.model import LlamaForCausalLM, Runtime
+    from jaxadapt.perf import train_flops_per_token
+    from jaxadapt.sharding import make_mesh
+    from jaxadapt.train.config import LoraConfig, ModelSection, RunConfig, TrainConfig, trainable_parts
+    from jaxadapt.train.lora import add_lora
+    from jaxadapt.train.partition import split_trainable
+    from jaxadapt.train.step import build_step, check_batch_divides, trainable_matmul_params
+
+    cfg = model_preset(model)
+    n = math.prod(mesh.values())
+    devices = jax.devices()
+    if len(devices) < n:
+        raise UserError(f"mesh {mesh} needs {n} devices, this process has {len(devices)}")
+    jmesh = make_mesh(mesh["data"], mesh["fsdp"], mesh["tensor"], devices=devices[:n])
+    rc = RunConfig(model=ModelSection(path=model, param_dtype=dtype, compute_dtype=dtype, remat=remat),
+                   train=TrainConfig(trainable=trainable, batch_size=batch, seq_len=seq), lora=LoraConfig())
+    check_batch_divides(rc, jmesh)
+    rt = Runtime(param_dtype=dtype, compute_dtype=dtype, remat=remat)
+
+    def build():
+        m = LlamaForCausalLM(cfg, rt, rngs=nnx.Rngs(0))
+        if "lora" in trainable_parts(trainable):
+            add_lora(m, rc.lora)
+        return m
+
+    graphdef, params, frozen = split_trainable(nnx.eval_shape(build), trainable)
+    params, frozen = nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
+    parts = build_step(graphdef, params, frozen, rc, jmesh)
+
+    def with_sharding(tree, shardings):
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+    tokens = jax.ShapeDtypeStruct((1, batch, seq), jnp.int32, sharding=parts.batch_sharding)
+    batch_arg = {k: tokens for k in ("input_ids", "targets", "segment_ids", "positions")}
+    batch_arg["loss_mask"] = jax.ShapeDtypeStruct((1, batch, seq), jnp.float32, sharding=parts.batch_sharding)
+    compiled = parts.step_fn.lower(with_sharding(parts.abstract_state, parts.state_shardings),
+                                   with_sharding(parts.abstract_frozen, parts.frozen_shardings), batch_arg).compile()
+    mem = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    per_token = train_flops_per_token(cfg, seq, trainable_matmul_params(cfg, params, frozen))
+    out = {"devices": n, "arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
+           "aliased": mem.alias_size_in_bytes, "temps": mem.temp_size_in_bytes,
+           "xla_flops_per_device": float((cost or {}).get("flops", 0.0)),
+           "analytic_flops_per_step": per_token * batch * seq,
+           "trainable_params": sum(int(x.size) for x in jax.tree.leaves(params)),
+           "frozen_params": sum(int(x.size) for x in jax.tree.leaves(frozen))}
+    # Donated state is aliased into the outputs: those bytes are counted once.
+    out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temps"]
+    return out
+
+
+def report(plan: dict, model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str,
+           remat: str, device: str, device_memory_gb: float) -> str:
+    fits = plan["total"] <= device_memory_gb * 1024 ** 3
+    mesh_s = ",".join(f"{k}={v}" for k, v in mesh.items())
+    return "\n".join([
+        f"plan: {model}, mesh {mesh_s} ({plan['devices']} devices), trainable={trainable}, batch {batch} x {seq}, "
+        f"{dtype}, remat={remat}",
+        f"params: {plan['trainable_params'] / 1e6:,.1f}M trainable, {plan['frozen_params'] / 1e6:,.1f}M frozen",
+        "per-device memory (XLA memory_analysis):",
+        f"  arguments  {_size(plan['arguments'])}  (state + frozen params + batch)",
+        f"  outputs    {_size(plan['outputs'])}  ({_size(plan['aliased']).strip()} aliased to the donated state)",
+        f"  temps      {_size(plan['temps'])}  (activations, gradients, scratch)",
+        f"  total      {_size(plan['total'])}  of {device_memory_gb:g} GiB ({device}): "
+        + ("fits" if fits else "DOES NOT FIT"),
+        f"FLOPs per step: analytic {plan['analytic_flops_per_step']:.3e} (jaxadapt.perf, all devices); "
+        f"XLA cost_analysis {plan['xla_flops_per_device']:.3e} per device "
+        "(XLA counts a scanned loop body once, so this undercounts the layers)",
+    ])
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:9.2f} {unit:<3}"
+        n /= 1024
+
+
+def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: int, dtype: str, remat: str,
+                 device: str, device_memory_gb: float | None) -> str:
+    """Validate, then compile in a subprocess with N simulated devices; the printable report."""
+    from jaxadapt.config.presets import model_preset
+
+    mesh = parse_mesh(mesh_spec)
+    check_args(trainable, batch, seq, dtype, remat, device)
+    model_preset(model)  # an unknown preset or a missing file fails here, before the subprocess
+    n = math.prod(mesh.values())
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    flags.append(f"--xla_force_host_platform_device_count={n}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
+    args = json.dumps([model, mesh, trainable, batch, seq, dtype, remat])
+    proc = subprocess.run([sys.executable, "-m", "jaxadapt.train.plan", args], capture_output=True, text=True,
+                          env=env)
+    last = proc.stdout.strip().splitlines()[-1:] or [""]
+    if proc.returncode or not last[0].startswith("{"):
+        raise RuntimeError(f"plan subprocess failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(last[0])
+    if "error" in result:
+        raise UserError(result["error"])
+    gb = device_memory_gb if device_memory_gb is not None else DEVICE_MEMORY_GB[device]
+    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb)
+
+
+def _child(argv: list[str]) -> None:
+    """The subprocess: compile and print one JSON line (a UserError becomes {"error": ...})."""
+    model, mesh, trainable, batch, seq, dtype, remat = json.loads(argv[0])
+    try:
+        out = compile_plan(model, mesh, trainable, batch, seq, dtype, remat)
+    except UserError as e:
+        out = {"error": str(e)}
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

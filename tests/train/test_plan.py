@@ -1,0 +1,67 @@
+"""`jaxadapt plan`: the real train step compiled from abstract arrays on a simulated mesh."""
+
+import pytest
+
+from jaxadapt.cli import main
+from jaxadapt.errors import UserError
+from jaxadapt.train.plan import compile_plan, parse_mesh, plan_command
+
+TINY = """model_type: llama
+vocab_size: 512
+hidden_size: 64
+intermediate_size: 128
+num_hidden_layers: 2
+num_attention_heads: 4
+num_key_value_heads: 2
+head_dim: 16
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    f = tmp_path / "tiny.yaml"
+    f.write_text(TINY)
+    return str(f)
+
+
+def test_fsdp_holds_less_per_device_than_data_parallel(tiny):
+    # In-process on the 8 devices of tests/conftest.py: the same function the subprocess runs.
+    data = compile_plan(tiny, parse_mesh("data=8"), "full", 8, 32)
+    fsdp = compile_plan(tiny, parse_mesh("fsdp=8"), "full", 8, 32)
+    assert fsdp["arguments"] < data["arguments"] / 3
+    assert data["total"] >= data["arguments"] and data["analytic_flops_per_step"] == fsdp["analytic_flops_per_step"]
+
+
+def test_lora_plan_keeps_the_base_model_frozen(tiny):
+    lora = compile_plan(tiny, parse_mesh("fsdp=8"), "lora", 8, 32)
+    full = compile_plan(tiny, parse_mesh("fsdp=8"), "full", 8, 32)
+    assert lora["trainable_params"] < full["trainable_params"] / 4 and lora["frozen_params"] >= full["trainable_params"]
+    assert lora["analytic_flops_per_step"] < full["analytic_flops_per_step"]
+
+
+def test_cli_plans_llama3_8b_lora_in_a_subprocess(capsys):
+    # The command re-executes itself with 8 simulated devices (the 8B compile takes ~20 s on CPU).
+    assert main(["plan", "llama3-8b", "--mesh", "fsdp=8", "--trainable", "lora", "--batch", "8", "--seq", "128",
+                 "--dtype", "bfloat16", "--device", "h100"]) == 0
+    out = capsys.readouterr().out
+    assert "8 devices" in out and "of 80 GiB (h100): fits" in out and "arguments" in out and "FLOPs" in out
+
+
+@pytest.mark.parametrize("mesh", ["data=8,fsdp", "data=2,pipeline=4", "data=0", "data=2,data=4", "8"])
+def test_malformed_mesh_is_a_user_error(mesh):
+    with pytest.raises(UserError, match="--mesh"):
+        parse_mesh(mesh)
+
+
+def test_bad_input_fails_before_compiling(tiny, capsys):
+    with pytest.raises(UserError, match="unknown part"):
+        plan_command(tiny, "data=8", "everything", 8, 32, "float32", "none", "tpu-v5e", None)
+    with pytest.raises(UserError, match="new_rows"):
+        plan_command(tiny, "data=8", "new_rows", 8, 32, "float32", "none", "tpu-v5e", None)
+    assert main(["plan", tiny, "--mesh", "fsdp=8,bogus=2"]) == 2
+    assert "--mesh" in capsys.readouterr().err
+
+
+def test_batch_not_dividing_the_mesh_is_reported_from_the_subprocess(tiny):
+    with pytest.raises(UserError, match="not divisible by the data-parallel size"):
+        plan_command(tiny, "data=4", "full", 6, 32, "float32", "none", "tpu-v5e", None)
