@@ -8,6 +8,10 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${1:-}" = "--test" ]; then
+  # The real-text tests fetch Debian packages with `apt-get download`, which needs package lists.
+  if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+    apt-get update -qq || echo "warning: apt-get update failed; tests that fetch Debian text will fail" >&2
+  fi
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0"
 else
