@@ -130,3 +130,6 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"lora.dropout={cfg.lora.dropout}: expected 0 <= dropout < 1")
     if not cfg.model.path:
         raise UserError("model.path is empty: give an HF dir, a hub id or a preset name")
+    want = {"clm": "pretrain", "sft": "sft", "dpo": "dpo"}[t.objective]
+    if cfg.data.sources and cfg.data.task != want:
+        raise UserError(f"train.objective={t.objective!r} needs data.task={want!r}, got data.task={cfg.data.task!r}")

@@ -8,6 +8,7 @@ Batches arrive as [grad_accum, micro_batch, seq] arrays sharded over (data, fsdp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -26,8 +27,7 @@ from jaxadapt.train.partition import row_masks, split_trainable
 
 
 def batch_axis_size(mesh: Mesh) -> int:
-    axes = LOGICAL_TO_MESH["batch"]
-    return int(jnp.prod(jnp.asarray([mesh.shape[a] for a in axes])))
+    return math.prod(mesh.shape[a] for a in LOGICAL_TO_MESH["batch"])
 
 
 def check_batch_divides(cfg: RunConfig, mesh: Mesh) -> None:

@@ -11,6 +11,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxadapt.config import ModelConfig
+from jaxadapt.data import DataConfig, SourceConfig
 from jaxadapt.errors import UserError
 from jaxadapt.io.hf import load_pretrained, save_pretrained
 from jaxadapt.model import init_model
@@ -173,6 +174,8 @@ def test_lora_merge_and_peft_export_match(tmp_path, hf_dir):
     (dict(train=TrainConfig(trainable="full+lora")), "'full' already trains everything"),
     (dict(train=TrainConfig(batch_size=10, grad_accum=4)), "batch_size=10 is not divisible by train.grad_accum=4"),
     (dict(lora=LoraConfig(targets=("q_proj", "qkv"))), "unknown module(s) ['qkv']"),
+    (dict(train=TrainConfig(objective="dpo"), data=DataConfig(sources=(SourceConfig("x", ("x.jsonl",)),))),
+     "train.objective='dpo' needs data.task='dpo', got data.task='pretrain'"),
 ])
 def test_bad_config_values_fail_before_compiling(change, message):
     with pytest.raises(UserError) as e:
