@@ -41,6 +41,30 @@ def predict(
         typer.echo(f"{prob:8.4f}  {token!r}")
 
 
+@app.command()
+def generate(
+    model: str = typer.Argument(..., help="An HF dir, a hub id, a .gguf file, 'smollm2', or a `jaxadapt train` run "
+                                          "dir (its latest checkpoint, LoRA applied)."),
+    prompt: list[str] = typer.Option(..., help="A prompt to continue; repeat for a batch."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap each prompt as a user turn with the chat template."),
+    max_new_tokens: int = typer.Option(64, help="At most this many new tokens per prompt."),
+    temperature: float = typer.Option(0.0, help="0 = greedy; else the sampling temperature."),
+    top_p: float = typer.Option(1.0, help="Sample from the smallest set of tokens with this much probability."),
+    top_k: int = typer.Option(0, help="Sample from the k most likely tokens (0 = all)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+):
+    """Generate continuations (or chat replies) with a KV cache; prints one block per prompt."""
+    from jaxadapt.generate import generate as run_generate, load_for_generation
+
+    if max_new_tokens < 1:  # checked before loading a model
+        raise UserError(f"--max-new-tokens={max_new_tokens}; expected at least 1")
+    net, tokenizer, eos_ids = load_for_generation(model)
+    texts = run_generate(net, tokenizer, prompt, chat=chat, max_new_tokens=max_new_tokens, temperature=temperature,
+                         top_p=top_p, top_k=top_k, seed=seed, eos_ids=eos_ids)
+    for p, text in zip(prompt, texts):
+        typer.echo(f"### {p}\n{text}\n")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
@@ -87,6 +111,56 @@ def plan(
     from jaxadapt.train.plan import plan_command
 
     typer.echo(plan_command(model, mesh, trainable, batch, seq, dtype, remat, device, device_memory_gb))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="An HF dir, a hub id, 'smollm2', a .gguf, or a run dir / checkpoint dir."),
+    bpb: Optional[list[str]] = typer.Option(None, "--bpb", help="NAME=PATH: a corpus (file or dir, as data sources "
+                                                                   "read them) to score in bits per byte; repeatable."),
+    mc: Optional[list[str]] = typer.Option(None, "--mc", help="A multiple-choice task JSONL (context, choices, "
+                                                                 "label); repeatable."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    seq_len: int = typer.Option(1024, help="Window length in tokens (the context of bpb, the truncation of MC)."),
+    stride: Optional[int] = typer.Option(None, help="Window stride for bpb (default: --seq-len, disjoint windows)."),
+    batch_size: int = typer.Option(8, help="Rows per forward pass (rounded up to a multiple of the data shards)."),
+    fewshot: int = typer.Option(0, help="Examples (other items of the task) in front of each MC context."),
+    max_docs: int = typer.Option(0, help="Score at most this many documents per corpus (0: all)."),
+):
+    """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks."""
+    from jaxadapt.eval.command import format_results, run_eval, write_json
+
+    res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs)
+    typer.echo(format_results(res))
+    if json_out is not None:
+        write_json(res, json_out)
+
+
+@app.command()
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run dirs written by `jaxadapt train`."),
+    out: Path = typer.Option(..., "--out", help="The report directory to write (README.md + PNG plots)."),
+):
+    """A Markdown report with loss / bpb plots and a comparison table of the runs."""
+    from jaxadapt.eval.report import write_report
+
+    typer.echo(f"wrote {write_report(run_dirs, out)}")
+
+
+@app.command()
+def propagate(
+    base: str = typer.Option(..., "--base", help="The pretrained model B (old vocabulary)."),
+    donor: str = typer.Option(..., "--donor", help="B with the new vocabulary: an HF dir or a jaxadapt run dir."),
+    target: str = typer.Option(..., "--target", help="The instruct model I tuned from B."),
+    method: str = typer.Option("conversion", help="swap | overlap | conversion"),
+    out: Path = typer.Option(..., "--out", help="The HF directory to write (I with the new vocabulary)."),
+    vocab: str = typer.Option("extended", help="extended (the donor keeps B's ids) | replaced"),
+    lora_scale: float = typer.Option(1.0, help="Scale of a LoRA donor's adapters merged onto the target."),
+):
+    """Learned Embedding Propagation: move a donor's vocabulary and embeddings into an instruct model."""
+    from jaxadapt.lep.propagate import propagate as run_propagate
+
+    typer.echo(f"wrote {run_propagate(base, donor, target, method, out, vocab=vocab, lora_scale=lora_scale)}")
 
 
 # Sub-apps of the other capabilities are mounted here, one line each: app.add_typer(sub, name="...").
