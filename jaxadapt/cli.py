@@ -163,6 +163,63 @@ def propagate(
     typer.echo(f"wrote {run_propagate(base, donor, target, method, out, vocab=vocab, lora_scale=lora_scale)}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    recipe: Path = typer.Argument(..., help="The recipe YAML; then dotted overrides key=value "
+                                             "(stages.NAME.config.key=value for a stage)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, list what would run; run nothing."),
+):
+    """Run a recipe's stages in order in one run dir; re-running skips stages already done with the same config."""
+    from jaxadapt.recipes.runner import run_recipe
+    from jaxadapt.recipes.schema import load_recipe
+
+    typer.echo(f"run dir: {run_recipe(load_recipe(recipe, ctx.args), recipe, dry_run)}")
+
+
+@app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="The sweep YAML: base (a recipe or train config), grid and/or zip."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the points and their commands; run nothing."),
+    emit: Optional[Path] = typer.Option(None, "--emit", help="Write one resolved config per run and launch.txt "
+                                                             "(one command a line) to this dir instead of running."),
+):
+    """One run per grid/zip point of a recipe or train config, one after another (or --emit them for a cluster)."""
+    import shlex
+
+    from jaxadapt.recipes.sweep import commands, load_sweep, run_all, write_emit
+
+    base, is_recipe, points = load_sweep(spec)
+    cmds = commands(base, is_recipe, points, emit)
+    if dry_run:
+        for p, cmd in zip(points, cmds):
+            typer.echo(f"{p.name}\n  {shlex.join(cmd)}")
+    elif emit is not None:
+        write_emit(emit, points, cmds)
+        typer.echo(f"wrote {len(points)} configs and {emit / 'launch.txt'}")
+    else:
+        run_all(points, cmds)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def calibrate(
+    ctx: typer.Context,
+    student: str = typer.Option(..., "--student", help="The propagated model I' to tune."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="The original instruct model I (self-calibration)."),
+    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts (JSONL with 'prompt', or one per line)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A chat dataset instead (continued instruction tuning)."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Where the run dir goes."),
+    name: str = typer.Option("calibrate", help="The run's name (its dir under --out)."),
+    max_new_tokens: int = typer.Option(256, help="Longest teacher answer."),
+):
+    """Self-calibration: LoRA-tune the student on the teacher's greedy answers (or on --data). Overrides follow."""
+    from jaxadapt.lep.calibrate import calibrate as run_calibrate
+
+    run = run_calibrate(student, teacher=teacher, prompts=prompts, data=data, runs_root=str(out), name=name,
+                        overrides=ctx.args, max_new_tokens=max_new_tokens)
+    typer.echo(f"run dir: {run}")
+
+
 # Sub-apps of the other capabilities are mounted here, one line each: app.add_typer(sub, name="...").
 from jaxadapt.data.cli import data_app  # noqa: E402
 app.add_typer(data_app, name="data")

@@ -20,7 +20,12 @@ from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import atomic_dir
 from jaxadapt.io.hf import load_pretrained, save_pretrained
 from jaxadapt.model import LlamaForCausalLM
-from jaxadapt.vocab.tokdir import TokenizerDir, TokenizerError, read_origin, read_tokenizer
+from jaxadapt.vocab.tokdir import (
+    TokenizerDir,
+    TokenizerError,
+    read_origin,
+    read_tokenizer,
+)
 from jaxadapt.vocab.transform import Transform, build_transform, read_mapping
 
 ADAPTATION_FILE = "adaptation.json"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from itertools import pairwise
 
 
 def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, taken: set[str],
@@ -31,7 +32,7 @@ def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, ta
         i = len(segs)
         segs.append(list(seg))
         freqs.append(n)
-        for p in zip(seg, seg[1:]):
+        for p in pairwise(seg):
             pair_count[p] += n
             where[p].add(i)
     heap = [(-c, p) for p, c in pair_count.items()]
@@ -57,9 +58,9 @@ def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, ta
             if new is None:
                 continue
             f = freqs[i]
-            for p in zip(old, old[1:]):
+            for p in pairwise(old):
                 changed[p] -= f
-            for p in zip(new, new[1:]):
+            for p in pairwise(new):
                 changed[p] += f
                 where[p].add(i)
             segs[i] = new

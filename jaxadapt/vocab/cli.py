@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -27,14 +26,14 @@ def _texts(corpus: list[Path], max_mb: float | None) -> list[str]:
 
 @tokenizer_app.command("train")
 def train_cmd(
-    corpus: List[Path] = CORPUS,
+    corpus: list[Path] = CORPUS,
     vocab_size: int = typer.Option(..., "--vocab-size", help="Size of the vocabulary, special and byte tokens included."),
     kind: str = typer.Option("bpe", help="bpe (byte-level), spm-bpe (▁ + byte fallback) or unigram."),
     out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
     split_digits: bool = typer.Option(True, help="Make every digit its own token."),
-    special_token: Optional[List[str]] = typer.Option(None, "--special-token",
+    special_token: list[str] | None = typer.Option(None, "--special-token",
                                                       help="A special token (repeat); default per kind."),
-    max_mb: Optional[float] = MAX_MB,
+    max_mb: float | None = MAX_MB,
 ):
     """Train a new tokenizer from scratch on target-language text."""
     from jaxadapt.vocab.tokdir import write_tokenizer_dir
@@ -50,18 +49,18 @@ def train_cmd(
 @tokenizer_app.command("extend")
 def extend_cmd(
     base: Path = typer.Option(..., "--base", help="A model or tokenizer dir with tokenizer.json."),
-    corpus: List[Path] = CORPUS,
+    corpus: list[Path] = CORPUS,
     out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
-    add: Optional[int] = typer.Option(None, "--add", help="How many new tokens to learn and append."),
+    add: int | None = typer.Option(None, "--add", help="How many new tokens to learn and append."),
     merge_priority: str = typer.Option("low", help="low: new merges after the old ones; high: before them."),
     replace: bool = typer.Option(False, "--replace", help="Make a stand-alone tokenizer of --vocab-size tokens."),
-    optimize: Optional[float] = typer.Option(None, "--optimize", metavar="KEEP_FRACTION",
+    optimize: float | None = typer.Option(None, "--optimize", metavar="KEEP_FRACTION",
                                              help="Keep this share of the old tokens (most used on the corpus), "
                                                   "refill with new ones."),
-    vocab_size: Optional[int] = typer.Option(None, "--vocab-size",
+    vocab_size: int | None = typer.Option(None, "--vocab-size",
                                              help="--replace: the new size; --optimize: the final size "
                                                   "(default: the base's)."),
-    max_mb: Optional[float] = MAX_MB,
+    max_mb: float | None = MAX_MB,
 ):
     """Extend a tokenizer with target-language tokens, keeping every old id (or --replace / --optimize it)."""
     from jaxadapt.vocab.extend import extend
@@ -94,10 +93,10 @@ def extend_cmd(
 
 @tokenizer_app.command("stats")
 def stats_cmd(
-    tokenizer: List[Path] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir; repeat to compare."),
-    corpus: List[Path] = CORPUS,
+    tokenizer: list[Path] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir; repeat to compare."),
+    corpus: list[Path] = CORPUS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    max_mb: Optional[float] = MAX_MB,
+    max_mb: float | None = MAX_MB,
 ):
     """Characters/bytes per token, tokens per word and line, words split, byte-fallback rate per corpus."""
     from jaxadapt.vocab.corpus import read_corpus
@@ -120,10 +119,10 @@ def adapt_cmd(
     tokenizer: Path = typer.Option(..., "--tokenizer", help="The new tokenizer (dir with tokenizer.json)."),
     init: str = typer.Option("mean", "--init", help="mean | wmean | merge | mean-all | random | mapping:FILE"),
     out: Path = typer.Option(..., "--out", help="The HF model dir to write."),
-    old_tokenizer: Optional[Path] = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
+    old_tokenizer: Path | None = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
     pad_to: int = typer.Option(128, "--pad-to", help="Pad the vocabulary to a multiple of this."),
     seed: int = typer.Option(0, help="Seed of --init random."),
-    dtype: Optional[str] = typer.Option(None, help="Parameter dtype written (default: the model's)."),
+    dtype: str | None = typer.Option(None, help="Parameter dtype written (default: the model's)."),
 ):
     """Build embeddings (and an untied LM head) for a new tokenizer's vocabulary; old tokens keep their rows."""
     from jaxadapt.vocab.adapt import ADAPTATION_FILE, adapt

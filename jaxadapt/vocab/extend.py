@@ -37,6 +37,9 @@ def extend(base: TokenizerDir, texts: list[str], add: int, priority: str = "low"
                         "give more text or ask for fewer")
     spec = base.copy_spec()
     vocab = spec["model"]["vocab"]
+    # The tokenizers library ignores the ids tokenizer.json gives added tokens the model vocabulary lacks (Llama-3,
+    # Qwen2) and numbers them from the model's token count; that count changes here, so pin them in the vocabulary.
+    vocab.update({t["content"]: base.vocab[t["content"]] for t in base.added})
     for i, tok in enumerate(new_tokens):
         vocab[tok] = base.size + i
     spec["model"]["merges"] = [list(m) for m in merges]

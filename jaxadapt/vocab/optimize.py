@@ -17,6 +17,7 @@ from jaxadapt.vocab.tokdir import BYTE_TOKEN, TokenizerDir
 
 
 def optimize(base: TokenizerDir, texts: list[str], keep_fraction: float, vocab_size: int | None = None) -> TokenizerDir:
+    """Keep keep_fraction of base's model tokens (by use on texts), refill to vocab_size (default: base's size)."""
     require_bpe(base, "optimize")
     if not 0 < keep_fraction <= 1:
         raise UserError(f"--optimize {keep_fraction}: expected a fraction of old tokens to keep in (0, 1]")

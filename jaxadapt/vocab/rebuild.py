@@ -3,25 +3,27 @@ and everything that refers to a special token by id (the post-processor that add
 
 from __future__ import annotations
 
-from jaxadapt.vocab.surface import _components
+from jaxadapt.vocab.surface import components
 from jaxadapt.vocab.tokdir import TokenizerDir, TokenizerError
 
 
 def with_vocab(base: TokenizerDir, model_vocab: dict[str, int], merges: list[tuple[str, str]],
                added_ids: dict[str, int]) -> TokenizerDir:
     """base's pipeline and model settings with a new BPE vocabulary; added tokens keep their flags, get new ids."""
-    spec = base.copy_spec()
     missing = [t["content"] for t in base.added if t["content"] not in added_ids]
     if missing:
         raise RuntimeError(f"added tokens without an id in the new vocabulary: {missing[:5]}")
-    spec["model"]["vocab"] = model_vocab
+    spec = base.copy_spec()
+    added = sorted(({**t, "id": added_ids[t["content"]]} for t in base.added), key=lambda t: t["id"])
+    spec["added_tokens"] = added
+    # Added tokens go into the model vocabulary too: see extend.py on how the tokenizers library numbers them.
+    spec["model"]["vocab"] = {**model_vocab, **{t["content"]: t["id"] for t in added}}
     spec["model"]["merges"] = [list(m) for m in merges]
     unk = spec["model"].get("unk_token")
-    if unk is not None and unk not in model_vocab:
+    if unk is not None and unk not in spec["model"]["vocab"]:
         raise TokenizerError(f"{base.source}: the unknown token {unk!r} must stay in the vocabulary")
-    spec["added_tokens"] = sorted(({**t, "id": added_ids[t["content"]]} for t in base.added), key=lambda t: t["id"])
-    ids = {**model_vocab, **added_ids}
-    for c in _components(spec.get("post_processor")):
+    ids = spec["model"]["vocab"]
+    for c in components(spec.get("post_processor")):
         for key in ("sep", "cls"):  # Bert/Roberta processors: [token, id]
             if isinstance(c.get(key), list):
                 c[key] = [c[key][0], ids[c[key][0]]]

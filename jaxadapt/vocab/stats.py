@@ -30,6 +30,7 @@ class Stats:
 
 
 def corpus_stats(tok: TokenizerDir, texts: list[str]) -> Stats:
+    """How `tok` encodes the non-empty lines of `texts`."""
     lines = [ln for t in texts for ln in t.split("\n") if ln.strip()]
     encodings = tok.tokenizer.encode_batch_fast(lines, add_special_tokens=False)
     n_tokens = sum(len(e.ids) for e in encodings)

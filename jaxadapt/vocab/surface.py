@@ -39,23 +39,23 @@ def char_to_byte() -> dict[str, int]:
     return {c: b for b, c in byte_to_char().items()}
 
 
-def _components(node) -> list[dict]:
+def components(node) -> list[dict]:
     """A pipeline component and everything nested in it (Sequence members), flattened."""
     if not isinstance(node, dict):
         return []
     out = [node]
     for key in ("pretokenizers", "normalizers", "decoders", "processors"):
         for child in node.get(key) or []:
-            out += _components(child)
+            out += components(child)
     return out
 
 
 def style(spec: dict) -> str:
     """How spec's tokens spell text: BYTE_LEVEL, METASPACE (▁ for a space) or PLAIN (as is)."""
-    parts = _components(spec.get("pre_tokenizer")) + _components(spec.get("decoder"))
+    parts = components(spec.get("pre_tokenizer")) + components(spec.get("decoder"))
     if any(c.get("type") == "ByteLevel" for c in parts):
         return BYTE_LEVEL
-    parts += _components(spec.get("normalizer"))
+    parts += components(spec.get("normalizer"))
     if any(c.get("type") == "Metaspace" for c in parts) or any(
             c.get("type") == "Replace" and SPACE in json.dumps(c, ensure_ascii=False) for c in parts):
         return METASPACE
@@ -90,7 +90,7 @@ def midsentence(spec: dict) -> Tokenizer:
     s = copy.deepcopy(spec)
     s["post_processor"] = None
     s["normalizer"] = _drop_prepend(s.get("normalizer"))
-    for c in _components(s.get("pre_tokenizer")):
+    for c in components(s.get("pre_tokenizer")):
         if c.get("type") == "Metaspace":
             c["prepend_scheme"] = "never"
             c.pop("add_prefix_space", None)

@@ -48,12 +48,9 @@ class TokenizerDir:
 
     @cached_property
     def vocab(self) -> dict[str, int]:
-        """Every token -> id: the model's vocabulary and the added tokens (which may lie outside it, as in Llama-3)."""
-        model = self.model
-        vocab = dict(model["vocab"]) if isinstance(model["vocab"], dict) else {
-            piece: i for i, (piece, _score) in enumerate(model["vocab"])}
-        vocab.update({t["content"]: t["id"] for t in self.spec.get("added_tokens") or []})
-        return vocab
+        """Every token -> id, model vocabulary and added tokens, as the tokenizers library numbers them (it may
+        renumber added tokens whose tokenizer.json ids do not follow the model's vocabulary)."""
+        return self.tokenizer.get_vocab(with_added_tokens=True)
 
     @cached_property
     def size(self) -> int:
@@ -94,14 +91,14 @@ def read_tokenizer(path) -> TokenizerDir:
         raise TokenizerError(
             f"{p}: no tokenizer.json (jaxadapt reads fast tokenizers only; a slow tokenizer.model or vocab.json can be "
             "converted by loading it with transformers.AutoTokenizer and calling save_pretrained)")
-    try:
-        spec = json.loads(file.read_text(encoding="utf-8"))
-        Tokenizer.from_str(json.dumps(spec))
-    except Exception as e:  # JSON, encoding, or the tokenizers library rejecting the spec
+    try:  # parse it now: a bad file is the user's error, not a crash later
+        tok = TokenizerDir(json.loads(file.read_text(encoding="utf-8")), file.parent)
+        empty = not tok.vocab
+    except Exception as e:  # noqa: BLE001 (JSON, encoding, or the tokenizers library's plain Exception)
         raise TokenizerError(f"{file}: not a valid tokenizer.json ({str(e)[:200]})") from None
-    if not isinstance(spec.get("model"), dict) or "vocab" not in spec["model"]:
-        raise TokenizerError(f"{file}: tokenizer.json has no model vocabulary")
-    return TokenizerDir(spec, file.parent)
+    if empty:
+        raise TokenizerError(f"{file}: tokenizer.json has an empty vocabulary")
+    return tok
 
 
 def write_tokenizer_dir(out, tok: TokenizerDir, origin: dict, config: dict | None = None) -> Path:

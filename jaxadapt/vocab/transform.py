@@ -48,20 +48,22 @@ class Transform:
     def apply(self, old: np.ndarray, seed: int = 0) -> np.ndarray:
         """The [new_size, dim] rows for old rows `old` ([>= old_size, dim]); sums in float64, copies bit-exact."""
         base = np.asarray(old[: self.old_size])
-        mean = base.mean(axis=0, dtype=np.float64)
         out = np.empty((self.new_size, base.shape[1]), base.dtype)
-        for start in range(0, self.new_size, _CHUNK):
-            part = self.matrix[start:start + _CHUNK]
-            cols = np.unique(part.indices)
-            rows = np.stack([mean if c == self.old_size else base[c].astype(np.float64) for c in cols]) \
-                if len(cols) else np.zeros((0, base.shape[1]))
-            out[start:start + _CHUNK] = (part[:, cols] @ rows).astype(base.dtype) if len(cols) else 0
         copied = self.copy_from >= 0
         out[copied] = base[self.copy_from[copied]]
-        drawn = np.array([k == "random" for k in self.kinds])
+        drawn = np.array([k == "random" for k in self.kinds], bool)
         if drawn.any():  # N(0, sigma) with sigma the spread of the old rows
             rng = np.random.default_rng(seed)
             out[drawn] = rng.normal(0.0, float(base.std()), (int(drawn.sum()), base.shape[1])).astype(base.dtype)
+        mean = base.mean(axis=0, dtype=np.float64)
+        rest = np.flatnonzero(~copied & ~drawn)
+        for start in range(0, len(rest), _CHUNK):  # bounded memory: only the old rows a chunk uses, in float64
+            ids = rest[start:start + _CHUNK]
+            part = self.matrix[ids]
+            cols = np.unique(part.indices)
+            rows = base[np.minimum(cols, self.old_size - 1)].astype(np.float64)
+            rows[cols == self.old_size] = mean
+            out[ids] = (part[:, cols] @ rows).astype(base.dtype)
         return out
 
 

@@ -220,3 +220,36 @@ def test_a_lora_run_as_donor_propagates_its_embeddings_and_merges_its_adapters(t
     run_rows = np.asarray(trained.model.embed_tokens.embedding[...])[n_vocab:n_vocab + 60]
     dir_rows = np.asarray(load_pretrained(donor).model.embed_tokens.embedding[...])[n_vocab:n_vocab + 60]
     assert not np.allclose(run_rows, dir_rows)
+
+
+def test_calibration_tunes_the_student_on_the_teachers_answers(trio, tmp_path):
+    base, inst, donor, n_vocab = trio
+    student = propagate(base, donor, inst, "conversion", tmp_path / "student")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"vertel iets over {w}" for w in NL[:12]))
+    assert main(["calibrate", "--teacher", str(inst), "--student", str(student), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "runs"), "--max-new-tokens", "12", "train.steps=12", "train.batch_size=8",
+                 "train.seq_len=64", "optim.learning_rate=0.02", "optim.weight_decay=0", "logging.tensorboard=false",
+                 "logging.cpu_peak_flops=1e11", "train.log_every=1"]) == 0
+    run = tmp_path / "runs" / "calibrate"
+    answers = [json.loads(line) for line in (run / "teacher_answers.jsonl").read_text().splitlines()]
+    assert answers and all(a["messages"][1]["role"] == "assistant" and a["messages"][1]["content"] for a in answers)
+    losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0] - 0.1  # the student learns the teacher's answers
+    cfg = yaml_load(run / "config.yaml")
+    assert cfg["lora"]["rank"] == 8 and cfg["lora"]["layers"] == [0, -1] and cfg["lora"]["alpha"] == 1
+
+
+def test_calibration_needs_prompts_or_data(trio, tmp_path, capsys):
+    base, inst, donor, _ = trio
+    assert main(["calibrate", "--student", str(inst), "--out", str(tmp_path)]) == 2
+    assert "give --prompts" in capsys.readouterr().err
+    assert main(["calibrate", "--student", str(inst), "--prompts", str(tmp_path / "nope.txt"),
+                 "--teacher", str(inst), "--out", str(tmp_path)]) == 2
+    assert "no such prompts file" in capsys.readouterr().err
+
+
+def yaml_load(path):
+    import yaml
+
+    return yaml.safe_load(path.read_text())
