@@ -10,6 +10,9 @@ import typer
 
 from jaxadapt.errors import UserError
 
+# typer >= 0.29 vendors its own click; its usage errors derive from this class, not from click's.
+_ClickException = typer.core._click.exceptions.ClickException
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Teach existing LLMs a new language: vocabulary adaptation, continued pretraining, LEP.")
 
@@ -237,15 +240,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130
-    except SystemExit as e:  # typer's own exits (--help, usage errors)
+    except SystemExit as e:  # typer's own exits (--help)
         return e.code if isinstance(e.code, int) else 1
-    except Exception as e:  # click usage errors arrive as ClickException subclasses
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        raise
+    except _ClickException as e:  # usage errors: a missing argument, an unknown option
+        e.show()
+        return e.exit_code
     return 0
 
 

@@ -12,6 +12,10 @@ if [ "${1:-}" = "--test" ]; then
   if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
     apt-get update -qq || echo "warning: apt-get update failed; tests that fetch Debian text will fail" >&2
   fi
+  # tests/recipes lint the shell scripts with shellcheck (skipped without it); only root can install it here.
+  if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq shellcheck >/dev/null || echo "warning: shellcheck not installed; its test is skipped" >&2
+  fi
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0"
 else

@@ -116,6 +116,14 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def parse_value(text: str, what: str) -> Any:
+    """One override value read with the same YAML 1.2 scalar rules as config files (`3e-4` a float, `no` a string)."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise UserError(f"{what}: invalid YAML value: {_yaml_message(e)}") from None
+
+
 def to_dict(cfg) -> dict[str, Any]:
     """The config as plain YAML/JSON data: nested dicts, lists, scalars (tuples become lists)."""
     return _plain(cfg)
@@ -210,10 +218,7 @@ def _apply_override(data: dict, origins: dict[KeyPath, str], item: str) -> None:
     keys = tuple(k.strip() for k in dotted.split("."))
     if not sep or not all(keys):
         raise UserError(f"override {item!r}: expected key.path=value")
-    try:
-        value = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        raise UserError(f"override {item!r}: invalid YAML value: {_yaml_message(e)}") from None
+    value = parse_value(text, f"override {item!r}")
     node = data
     for key in keys[:-1]:
         if not isinstance(node.get(key), dict):

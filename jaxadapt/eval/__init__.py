@@ -1,0 +1,1 @@
+"""Evaluation: bits per byte / perplexity, multiple choice (lm-eval compatible), language metrics, run reports."""

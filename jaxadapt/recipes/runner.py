@@ -1,0 +1,142 @@
+"""`run_recipe`: the stages of a recipe in order, each in a child process, resumable stage by stage.
+
+runs_root/NAME/
+  recipe.yaml              the resolved recipe (references substituted, train configs spelled out)
+  stages/STAGE/stage.json  status, config hash, upstream, outputs; rewritten atomically at each change
+  stages/STAGE/log.txt     the stage's console output
+  stages/STAGE/out         its output (a dir, or e.g. results.json for eval; train: the run dir)
+
+A stage is skipped when its record says complete, with the same config hash, after the same completion of the
+stage before it (`upstream`, that stage's `run_id`), and its output exists. So a changed config re-runs that
+stage and, through the chain of run ids, every stage after it. A stage that crashed or was stopped keeps its
+output, so a train stage resumes from its last checkpoint; outputs left by a different config are removed first.
+
+Each stage runs as `python -m jaxadapt.cli ...` so its accelerator memory is freed when it ends and each stage
+gets the device to itself. SIGTERM/SIGINT are passed on to the stage (train saves and exits 0) and the stage is
+recorded as stopped, never as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from jaxadapt.config.loader import save_resolved
+from jaxadapt.errors import UserError
+from jaxadapt.io.atomic import atomic_file
+from jaxadapt.recipes.plan import PlannedStage, plan, resolved, run_dir, stage_dir
+from jaxadapt.recipes.schema import Recipe
+
+RECORD = "stage.json"
+LOG = "log.txt"
+
+
+def run_recipe(recipe: Recipe, source: str | Path, dry_run: bool = False) -> Path:
+    """Run (or with `dry_run` only list) the stages not done yet; returns the run dir."""
+    stages = plan(recipe, source)
+    root = run_dir(recipe)
+    if not dry_run:
+        save_resolved(resolved(recipe, stages), root, "recipe.yaml")
+    upstream = None
+    for st in stages:
+        sdir = stage_dir(recipe, st.name)
+        record = read_record(sdir)
+        key = {"config_hash": st.config_hash, "upstream": upstream}
+        if record and record.get("status") == "complete" and _key(record) == key and Path(st.out).exists():
+            _say(f"[{st.name}] done with config {st.config_hash}: skipped")
+            upstream = record["run_id"]
+        elif dry_run:
+            _say(f"[{st.name}] would run: jaxadapt {shlex.join(st.args)}")
+            upstream = "pending"
+        else:
+            upstream = _run_stage(st, sdir, record, key)
+    return root
+
+
+def read_record(sdir: Path) -> dict | None:
+    try:
+        return json.loads((sdir / RECORD).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def execute(args: list[str], log: Path) -> tuple[int, str | None]:
+    """Run `jaxadapt ARGS` in a child, echoing its output into `log`; returns (exit code, signal that stopped it)."""
+    proc = subprocess.Popen([sys.executable, "-m", "jaxadapt.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    stopped: list[str] = []
+
+    def forward(signum, _frame):
+        stopped.append(signal.Signals(signum).name)
+        proc.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with open(log, "a") as f:
+            line = "\n"
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                f.write(line)
+            if not line.endswith("\n"):  # keep the runner's next message on a line of its own
+                sys.stdout.write("\n")
+        return proc.wait(), (stopped[0] if stopped else None)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict) -> str:
+    out = Path(st.out)
+    if record is not None and _key(record) != key and out.is_relative_to(sdir) and out.exists():
+        _say(f"[{st.name}] removing {out}: written with another config or upstream")
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    sdir.mkdir(parents=True, exist_ok=True)
+    for name, text in st.files.items():
+        with atomic_file(sdir / name) as f:
+            f.write(text)
+    base = {"stage": st.name, "kind": st.kind, **key, "command": ["jaxadapt", *st.args]}
+    _write_record(sdir, {**base, "status": "running", "started": _now()})
+    _say(f"[{st.name}] running: jaxadapt {shlex.join(st.args)}")
+    t0 = time.time()
+    code, stopped = execute(list(st.args), sdir / LOG)
+    seconds = round(time.time() - t0, 1)
+    if stopped or code != 0 or not out.exists():
+        status = "stopped" if stopped else "failed"
+        _write_record(sdir, {**base, "status": status, "exit_code": code, "seconds": seconds})
+        if stopped:
+            raise UserError(f"stage {st.name} stopped by {stopped}; run the same command again to continue")
+        why = f"exited with code {code}" if code else f"exited 0 but wrote no {out}"
+        raise UserError(f"stage {st.name} ({st.kind}) {why}; its log: {sdir / LOG}")
+    run_id = uuid.uuid4().hex
+    _write_record(sdir, {**base, "status": "complete", "run_id": run_id, "outputs": {"out": st.out},
+                         "seconds": seconds, "finished": _now()})
+    _say(f"[{st.name}] complete in {seconds} s: {st.out}")
+    return run_id
+
+
+def _key(record: dict) -> dict:
+    return {"config_hash": record.get("config_hash"), "upstream": record.get("upstream")}
+
+
+def _write_record(sdir: Path, record: dict) -> None:
+    with atomic_file(sdir / RECORD) as f:
+        json.dump(record, f, indent=2)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
