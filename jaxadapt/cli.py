@@ -223,6 +223,18 @@ def calibrate(
     typer.echo(f"run dir: {run}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def quickstart(ctx: typer.Context):
+    """SmolLM2 learns Dutch on this machine: extend the tokenizer, init, train, evaluate, generate, export.
+
+    Settings are dotted overrides, e.g. `jaxadapt quickstart steps=50 out=runs/qs` (see jaxadapt/quickstart.py).
+    """
+    from jaxadapt.config.loader import load_config
+    from jaxadapt.quickstart import QuickstartConfig, format_summary, run
+
+    typer.echo(format_summary(run(load_config(QuickstartConfig, None, ctx.args))))
+
+
 # Sub-apps of the other capabilities are mounted here, one line each: app.add_typer(sub, name="...").
 from jaxadapt.data.cli import data_app  # noqa: E402
 app.add_typer(data_app, name="data")

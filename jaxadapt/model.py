@@ -8,6 +8,9 @@ conversion is a transpose of each Linear weight plus stacking the layers. Differ
 - Attention takes `segment_ids` (packed documents never attend to each other) and `positions` (RoPE restarts
   per document), on top of the causal mask, the key padding mask and the optional sliding window.
 RoPE uses HF's rotate-half layout with cos/sin computed in float32, like HF.
+
+Generation runs the same layers through `LlamaForCausalLM.extend` with a `KVCache`: new tokens are written into
+per-layer key/value buffers (stacked like the layers and scanned with them) and attend to everything cached so far.
 """
 
 from __future__ import annotations
@@ -129,20 +132,48 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def build_mask(segment_ids, key_valid, sliding_window: int | None):
-    """Boolean [batch, 1, q, k]: causal within a document, same document, valid key, inside the window.
+def build_mask(key_valid, q_idx, sliding_window: int | None, segment_ids=None):
+    """Boolean [batch, 1, q, k]: causal, valid key, inside the window, same document (if segment_ids are given).
 
-    Causality is by index, not position: packed documents restart positions but not indices.
+    q_idx [q] are the queries' indices among the keys: all of them in training, the cache slots being written when
+    decoding. Causality is by index, not position: packed documents restart positions but not indices.
+    segment_ids [batch, k] only exist where queries and keys are the same tokens (packed training rows).
     """
-    q_len, k_len = segment_ids.shape[1], key_valid.shape[1]
-    q_idx = jnp.arange(k_len - q_len, k_len)[:, None]
-    k_idx = jnp.arange(k_len)[None, :]
-    mask = (k_idx <= q_idx)[None]
-    mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
-    mask = mask & key_valid[:, None, :]
+    q_idx, k_idx = q_idx[:, None], jnp.arange(key_valid.shape[1])[None, :]
+    mask = (k_idx <= q_idx)[None] & key_valid[:, None, :]
+    if segment_ids is not None:
+        mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
     if sliding_window is not None:
         mask = mask & (k_idx > q_idx - sliding_window)[None]
     return mask[:, None]
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class KVCache:
+    """Keys and values of every layer, stacked like the layers: k, v are [layers, batch, max_len, kv_heads, head_dim].
+
+    Prompts are left-padded so that every row writes the same slot `index`; `key_valid` [batch, max_len] marks the
+    slots holding real tokens (not padding, not yet written).
+    """
+
+    k: jax.Array
+    v: jax.Array
+    key_valid: jax.Array
+    index: jax.Array  # int32 scalar: the next slot to write
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, max_len: int, dtype) -> KVCache:
+        shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, max_len), bool), jnp.int32(0))
+
+
+def write_kv(kv, k, v, index):
+    """One layer's cache (keys, values) [batch, max_len, ...] with the new tokens' k, v written from slot `index`."""
+    cache_k, cache_v = kv
+    at = (0, index, 0, 0)
+    return (jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), at),
+            jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), at))
 
 
 class Attention(nnx.Module):
@@ -154,7 +185,9 @@ class Attention(nnx.Module):
         self.o_proj = Linear(cfg.q_dim, cfg.hidden_size, bias=cfg.o_proj_bias, **kw)
         self.cfg, self.impl = cfg, rt.attention_impl
 
-    def __call__(self, x, cos, sin, mask, rng=None):
+    def __call__(self, x, cos, sin, mask, rng=None, kv=None, write_at=None):
+        """-> (output, kv). With `kv`, this layer's cache, the new keys/values are written into it at slot `write_at`
+        and the queries attend to the whole cache (the mask picks the valid slots)."""
         b, t, _ = x.shape
         c = self.cfg
         r = _keys(rng, 4)
@@ -162,8 +195,11 @@ class Attention(nnx.Module):
         k = self.k_proj(x, r[1]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         v = self.v_proj(x, r[2]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:
+            kv = write_kv(kv, k, v, write_at)
+            k, v = kv
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
-        return self.o_proj(out.reshape(b, t, c.q_dim), r[3])
+        return self.o_proj(out.reshape(b, t, c.q_dim), r[3]), kv
 
 
 class MLP(nnx.Module):
@@ -185,10 +221,12 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt)
         self.mlp = MLP(cfg, rt, rngs)
 
-    def __call__(self, h, cos, sin, mask, rng=None):
+    def __call__(self, h, cos, sin, mask, rng=None, kv=None, write_at=None):
+        """-> (h, kv): kv is this layer's updated cache (None without one), see Attention."""
         r = _keys(rng, 2)
-        h = h + self.self_attn(self.input_layernorm(h), cos, sin, mask, r[0])
-        return h + self.mlp(self.post_attention_layernorm(h), r[1])
+        attn, kv = self.self_attn(self.input_layernorm(h), cos, sin, mask, r[0], kv, write_at)
+        h = h + attn
+        return h + self.mlp(self.post_attention_layernorm(h), r[1]), kv
 
 
 class LlamaModel(nnx.Module):
@@ -210,30 +248,46 @@ class LlamaModel(nnx.Module):
         b, t = input_ids.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-        if segment_ids is None:
-            segment_ids = jnp.zeros((b, t), jnp.int32)
         key_valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
-        mask = build_mask(segment_ids, key_valid, self.cfg.sliding_window)
-        cos, sin = rope_cos_sin(self.cfg, positions)
+        mask = build_mask(key_valid, jnp.arange(t), self.cfg.sliding_window, segment_ids)
+        h, _ = self.run_layers(self.embed_tokens(input_ids), rope_cos_sin(self.cfg, positions), mask, rng)
+        return self.norm(h)
 
+    def extend(self, input_ids, cache: KVCache, attention_mask=None):
+        """Run new tokens against a KV cache -> (hidden states [batch, t, hidden], updated cache).
+
+        Called once with the left-padded prompts (attention_mask marks the real tokens), then with one token at a
+        time. RoPE positions count each row's real tokens, so padding does not shift them.
+        """
+        t = input_ids.shape[1]
+        new_valid = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask.astype(bool)
+        positions = cache.key_valid.sum(-1, keepdims=True) + jnp.cumsum(new_valid, axis=1) - 1
+        key_valid = jax.lax.dynamic_update_slice(cache.key_valid, new_valid, (0, cache.index))
+        mask = build_mask(key_valid, cache.index + jnp.arange(t), self.cfg.sliding_window)
+        h, (k, v) = self.run_layers(self.embed_tokens(input_ids), rope_cos_sin(self.cfg, positions), mask,
+                                    kv=(cache.k, cache.v), write_at=cache.index)
+        return self.norm(h), KVCache(k, v, key_valid, cache.index + t)
+
+    def run_layers(self, h, cos_sin, mask, rng=None, kv=None, write_at=None):
+        """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` are scanned with the layer params."""
+        cos, sin = cos_sin
         graphdef, state = nnx.split(self.layers)
 
         def body(h, xs):
-            layer_state, layer_rng = xs
-            return nnx.merge(graphdef, layer_state)(h, cos, sin, mask, layer_rng), None
+            layer_state, layer_rng, layer_kv = xs
+            return nnx.merge(graphdef, layer_state)(h, cos, sin, mask, layer_rng, layer_kv, write_at)
 
         if self.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
         layer_rngs = None if rng is None else jax.random.split(rng, self.cfg.num_hidden_layers)
-        h, _ = jax.lax.scan(body, self.embed_tokens(input_ids), (state, layer_rngs))
-        return self.norm(h)
-
+        return jax.lax.scan(body, h, (state, layer_rngs, kv))
 
 
 class LlamaForCausalLM(nnx.Module):
     """`model(input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None)` -> float32 logits.
 
-    `rng` is only needed for LoRA dropout during training; logits are [batch, seq, vocab].
+    `rng` is only needed for LoRA dropout during training; logits are [batch, seq, vocab]. Generation uses
+    `init_cache` + `extend` instead (jaxadapt.generate).
     """
 
     def __init__(self, cfg: ModelConfig, rt: Runtime = Runtime(), *, rngs: nnx.Rngs):
@@ -252,6 +306,15 @@ class LlamaForCausalLM(nnx.Module):
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         return self.logits(self.hidden_states(input_ids, attention_mask, positions, segment_ids, rng))
+
+    def init_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache for `extend`, in the compute dtype."""
+        return KVCache.empty(self.config, batch, max_len, jnp.dtype(self.runtime.compute_dtype))
+
+    def extend(self, input_ids, cache: KVCache, attention_mask=None):
+        """(hidden states, cache) of new tokens run against `cache`; see LlamaModel.extend. `logits(h[:, -1])` gives
+        the next token's logits without computing the vocabulary projection for every prompt position."""
+        return self.model.extend(input_ids, cache, attention_mask)
 
 
 def init_model(cfg: ModelConfig, rt: Runtime = Runtime(), seed: int = 0) -> LlamaForCausalLM:

@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# Real text comes from Debian packages (`apt-get download`, for the quickstart and the tests): it needs package lists.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  apt-get update -qq || echo "warning: apt-get update failed; run it as root before fetching Debian text" >&2
+fi
 if [ "${1:-}" = "--test" ]; then
-  # The real-text tests fetch Debian packages with `apt-get download`, which needs package lists.
-  if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
-    apt-get update -qq || echo "warning: apt-get update failed; tests that fetch Debian text will fail" >&2
-  fi
   # tests/recipes lint the shell scripts with shellcheck (skipped without it); only root can install it here.
   if ! command -v shellcheck >/dev/null && [ "$(id -u)" = 0 ]; then
     apt-get install -y -qq shellcheck >/dev/null || echo "warning: shellcheck not installed; its test is skipped" >&2

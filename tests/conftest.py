@@ -10,6 +10,11 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest
+import torch
+
+# Once JAX has run in this process (8 simulated devices), multi-threaded torch gets ~10x slower on this CPU;
+# the torch references here are small, so one thread is both fast and deterministic.
+torch.set_num_threads(1)
 
 TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
             max_position_embeddings=512, rms_norm_eps=1e-5)

@@ -1,0 +1,163 @@
+"""Text generation with a KV cache: one compiled prefill, then one compiled decode loop (no Python per token).
+
+Prompts are left-padded so that every row's next token lands in the same cache slot; prompt lengths are rounded up
+to a multiple of PROMPT_BUCKET so that prompts of similar length reuse the compiled functions.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxadapt.errors import UserError
+
+PROMPT_BUCKET = 32
+
+
+def eos_ids_of(cfg, model_dir: Path | None = None) -> tuple[int, ...]:
+    """Every end-of-sequence id of the model config and (if the dir has one) its generation_config.json."""
+    ids = []
+    sources = [cfg.eos_token_id]
+    if model_dir is not None and (Path(model_dir) / "generation_config.json").exists():
+        sources.append(json.loads((Path(model_dir) / "generation_config.json").read_text()).get("eos_token_id"))
+    for value in sources:
+        for i in value if isinstance(value, list) else [value]:
+            if i is not None and i not in ids:
+                ids.append(int(i))
+    return tuple(ids)
+
+
+def sample_next(logits, key, temperature: float, top_k: int, top_p: float):
+    """Next token ids [batch] from float32 logits [batch, vocab]: argmax when temperature == 0, else a sample from
+    the temperature-scaled distribution restricted to the top_k tokens (0 = all) and the top_p nucleus."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k > 0:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p < 1.0:
+        desc = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(desc, axis=-1)
+        mass_before = jnp.cumsum(probs, axis=-1) - probs  # the most likely token always stays (mass_before = 0)
+        cutoff = jnp.min(jnp.where(mass_before < top_p, desc, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p"))
+def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k, top_p):
+    """-> tokens [batch, max_new_tokens] (after a row's EOS: repeats of that EOS). Stops once every row is done."""
+    b, p = ids.shape
+    sample = partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p)
+    h, cache = model.extend(ids, model.init_cache(b, p + max_new_tokens), mask)
+    tok = sample(model.logits(h[:, -1]), jax.random.fold_in(key, 0))
+    out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
+    done = jnp.isin(tok, eos)
+
+    def cond(carry):
+        i, _, _, _, done = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, out, cache, tok, done = carry
+        h, cache = model.extend(tok[:, None], cache)
+        new = sample(model.logits(h[:, -1]), jax.random.fold_in(key, i))
+        tok = jnp.where(done, tok, new)
+        return i + 1, out.at[:, i].set(tok), cache, tok, done | jnp.isin(tok, eos)
+
+    _, out, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), out, cache, tok, done))
+    return out
+
+
+def generate_ids(model, prompts: list[list[int]], *, eos_ids=(), max_new_tokens: int = 64, temperature: float = 0.0,
+                 top_p: float = 1.0, top_k: int = 0, seed: int = 0) -> list[list[int]]:
+    """The new token ids of each prompt (token ids) in one batch, up to and excluding the first EOS."""
+    if not prompts:
+        raise UserError("prompts=[]; expected at least one prompt")
+    if any(len(p) == 0 for p in prompts):
+        raise UserError(f"prompt {[len(p) for p in prompts].index(0)} has no tokens; expected at least one")
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens={max_new_tokens}; expected at least 1")
+    if temperature < 0:
+        raise UserError(f"temperature={temperature}; expected >= 0 (0 = greedy)")
+    if not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p={top_p}; expected a value in (0, 1]")
+    if top_k < 0:
+        raise UserError(f"top_k={top_k}; expected >= 0 (0 = no top-k filter)")
+    width = -(-max(len(p) for p in prompts) // PROMPT_BUCKET) * PROMPT_BUCKET
+    ids = np.zeros((len(prompts), width), np.int32)
+    mask = np.zeros((len(prompts), width), bool)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):], mask[row, width - len(p):] = p, True
+    eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
+    out = np.asarray(_generate(model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed), eos,
+                               max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
+                               top_p=float(top_p)))
+    result = []
+    for row in out.tolist():
+        ends = [i for i, t in enumerate(row) if t in eos_ids]
+        result.append(row[:ends[0]] if ends else row)
+    return result
+
+
+def generate(model, tokenizer, prompts: list[str], *, chat: bool = False, max_new_tokens: int = 64,
+             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0, stop=(),
+             batch_size: int | None = None, eos_ids=None) -> list[str]:
+    """Continue each prompt; `chat` wraps it as a user turn with the tokenizer's chat template first.
+
+    Generation ends at any EOS id (default: the model config's and the tokenizer's) or at max_new_tokens; the text
+    is then cut before the first stop string. batch_size (default: all prompts at once) bounds memory.
+    """
+    if not prompts:
+        raise UserError("prompts=[]; expected at least one prompt")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"batch_size={batch_size}; expected at least 1")
+    if eos_ids is None:
+        eos_ids = eos_ids_of(model.config) + (() if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
+    token_ids = [_encode(tokenizer, p, chat) for p in prompts]
+    batch_size = batch_size or len(token_ids)
+    texts = []
+    for start in range(0, len(token_ids), batch_size):
+        new = generate_ids(model, token_ids[start:start + batch_size], eos_ids=eos_ids, max_new_tokens=max_new_tokens,
+                           temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
+        texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
+    return [_cut_at_stop(t, stop) for t in texts]
+
+
+def _encode(tokenizer, prompt: str, chat: bool) -> list[int]:
+    if not chat:
+        return tokenizer(prompt)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"{tokenizer.name_or_path}: the tokenizer has no chat template; drop --chat")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # the template already holds any BOS
+
+
+def _cut_at_stop(text: str, stop) -> str:
+    cuts = [text.find(s) for s in stop if s and s in text]
+    return text[:min(cuts)] if cuts else text
+
+
+def load_for_generation(spec: str):
+    """(model, tokenizer, eos ids) from an HF dir, hub id, .gguf, 'smollm2', or a jaxadapt run dir (LoRA applied)."""
+    from transformers import AutoTokenizer
+
+    from jaxadapt.io.hf import load_pretrained
+    from jaxadapt.predict import model_dir
+
+    if (Path(spec) / "config.yaml").is_file():
+        from jaxadapt.train.export import restore_model
+
+        model, cfg, tokenizer, _ = restore_model(spec)
+        base = Path(cfg.model.path)
+        return model, tokenizer, eos_ids_of(model.config, base if base.is_dir() else None)
+    d = model_dir(spec)
+    model = load_pretrained(d)
+    return model, AutoTokenizer.from_pretrained(str(d)), eos_ids_of(model.config, d)

@@ -1,0 +1,83 @@
+"""Decode throughput: jaxadapt.generate vs transformers' generate (torch), float32, greedy, KV cache on both sides.
+
+    .venv/bin/python scripts/bench/generate.py [--batches 1,8] [--new-tokens 128] [--prompt-len 32] [--iters 3]
+
+The real SmolLM2-135M-Instruct (jaxadapt.assets.smollm2_dir; transformers with randomly initialised weights ran
+~30x slower per step here, so random weights would flatter jaxadapt); EOS is disabled on both sides so every row
+generates all new tokens. tokens/s = batch * new tokens / wall time of one whole generate call (prefill
+included), median of --iters after a warm-up call that also compiles. Each (implementation, batch) runs in its own
+process with the same number of threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import emit, median_seconds, peak_rss_mb, print_table, run_worker  # noqa: E402
+
+
+
+def worker(impl: str, batch: int, new_tokens: int, prompt_len: int, iters: int) -> None:
+    import numpy as np
+
+    from jaxadapt.assets import smollm2_dir
+
+    prompts = np.random.default_rng(0).integers(0, 49152, (batch, prompt_len))
+    if impl == "jaxadapt":
+        from jaxadapt.generate import generate_ids
+        from jaxadapt.io.hf import load_pretrained
+
+        model = load_pretrained(smollm2_dir())
+        ids = prompts.tolist()
+
+        def run():
+            out = generate_ids(model, ids, eos_ids=(), max_new_tokens=new_tokens)
+            assert all(len(row) == new_tokens for row in out)
+    else:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(os.cpu_count())
+        model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), dtype=torch.float32).eval()
+        model.generation_config.eos_token_id, model.generation_config.pad_token_id = None, 0
+        ids = torch.tensor(prompts)
+
+        def run():
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                                     min_new_tokens=new_tokens, do_sample=False, use_cache=True)
+            assert out.shape[1] == prompt_len + new_tokens
+
+    sec = median_seconds(run, warmup=1, iters=iters)
+    emit({"impl": impl, "batch": batch, "tokens_per_s": batch * new_tokens / sec, "ms_per_step": 1e3 * sec / new_tokens,
+          "peak_rss_mb": peak_rss_mb()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--prompt-len", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a.worker, a.batch, a.new_tokens, a.prompt_len, a.iters)
+    rows = [run_worker(__file__, impl, "--batch", b, "--new-tokens", str(a.new_tokens), "--prompt-len",
+                       str(a.prompt_len), "--iters", str(a.iters))
+            for b in a.batches.split(",") for impl in ("jaxadapt", "transformers")]
+    print(f"greedy decode, SmolLM2-135M-Instruct, float32, prompt {a.prompt_len} + {a.new_tokens} new tokens, "
+          f"{os.cpu_count()} CPU threads")
+    print_table(rows, [("impl", "impl", "s"), ("batch", "batch", "d"), ("tokens_per_s", "tokens/s", ".1f"),
+                       ("ms_per_step", "ms/step", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
+    for jax_row, torch_row in zip(rows[::2], rows[1::2]):
+        print(f"batch {jax_row['batch']}: ratio jaxadapt / transformers: "
+              f"{jax_row['tokens_per_s'] / torch_row['tokens_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
