@@ -2,7 +2,8 @@
 
     .venv/bin/python scripts/bench/forward.py [--batch 8] [--seq 256] [--iters 5]
 
-Weights are random (throughput does not depend on them). Each implementation runs in its own process with the
+Both load the real SmolLM2-135M-Instruct weights (transformers ran ~30x slower on randomly initialised
+weights here, which would flatter jaxadapt). Each implementation runs in its own process with the
 same number of threads; the script prints tokens/s, MFU against the measured matmul ceiling, peak RSS and the
 jaxadapt / transformers ratio.
 """
@@ -22,6 +23,7 @@ PRESET = "smollm2-135m"
 def worker(impl: str, batch: int, seq: int, iters: int) -> None:
     import numpy as np
 
+    from jaxadapt.assets import smollm2_dir
     from jaxadapt.config.presets import model_preset
     from jaxadapt.perf import forward_flops_per_token, measured_matmul_flops
 
@@ -31,19 +33,18 @@ def worker(impl: str, batch: int, seq: int, iters: int) -> None:
         import jax
         import jax.numpy as jnp
 
-        from jaxadapt.model import init_model
+        from jaxadapt.io.hf import load_pretrained
 
-        model = init_model(cfg)
+        model = load_pretrained(smollm2_dir())
         fwd = jax.jit(lambda m, i: m(i))
         x = jnp.asarray(ids, jnp.int32)
         sec = median_seconds(lambda: fwd(model, x).block_until_ready(), iters=iters)
     else:
         import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(os.cpu_count())
-        hf_cfg = AutoConfig.for_model(**cfg.to_hf())
-        model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), dtype=torch.float32).eval()
         x = torch.tensor(ids)
 
         def step():

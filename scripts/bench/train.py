@@ -3,7 +3,8 @@ SmolLM2-135M shapes, batch 4 x 256, AdamW.
 
     .venv/bin/python scripts/bench/train.py [--batch 4] [--seq 256] [--steps 3] [--warmup 1]
 
-Weights are random (throughput does not depend on them). LoRA is r=8, alpha=32 on all 7 projections in both
+Both load the real SmolLM2-135M-Instruct weights (transformers ran ~30x slower on randomly initialised
+weights here, which would flatter jaxadapt). LoRA is r=8, alpha=32 on all 7 projections in both
 implementations; both clip the gradient norm at 1.0 (jaxadapt's default). Each implementation runs in its own
 process with all CPU threads; the script prints tokens/s (median step), jaxadapt's MFU against the measured
 matmul ceiling, peak RSS and the jaxadapt / transformers ratios. Goals on CPU: >= 1.2x full, >= 1.3x LoRA.
@@ -28,7 +29,8 @@ def jax_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
     import jax
     import numpy as np
 
-    from jaxadapt.model import init_model
+    from jaxadapt.assets import smollm2_dir
+    from jaxadapt.io.hf import load_pretrained
     from jaxadapt.perf import measured_matmul_flops, train_flops_per_token
     from jaxadapt.sharding import make_mesh
     from jaxadapt.train.config import LoraConfig, ModelSection, OptimConfig, RunConfig, TrainConfig
@@ -39,7 +41,7 @@ def jax_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
     rc = RunConfig(model=ModelSection(path=PRESET), optim=OptimConfig(learning_rate=LR),
                    train=TrainConfig(trainable=mode, steps=1000, batch_size=b, seq_len=t),
                    lora=LoraConfig(rank=RANK, alpha=ALPHA, targets=TARGETS))
-    model = init_model(cfg)
+    model = load_pretrained(smollm2_dir())
     if mode == "lora":
         add_lora(model, rc.lora)
     engine, state = build_engine(model, rc, make_mesh(1, 1, 1, devices=jax.devices()[:1]))
@@ -62,11 +64,13 @@ def jax_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
 
 def hf_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from jaxadapt.assets import smollm2_dir
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg.to_hf()), dtype=torch.float32).train()
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), dtype=torch.float32).train()
     if mode == "lora":
         from peft import LoraConfig as PeftLoraConfig, get_peft_model
 

@@ -1,0 +1,47 @@
+"""The study recipes in configs/recipes/: every one loads and plans (references, stage options, train configs)
+exactly as `jaxadapt run --dry-run` does, so a renamed CLI option or config key breaks here. Nothing runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jaxadapt.recipes import runner
+from jaxadapt.recipes.plan import plan
+from jaxadapt.recipes.schema import load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "configs" / "recipes").glob("*.yaml"))
+STUDIES = {"chocollama-lora", "chocollama-tokentrans", "lep-extended", "lep-replace", "tejaswi-extend",
+           "beyond-english"}
+
+
+def test_every_study_has_a_recipe():
+    assert STUDIES <= {p.stem for p in RECIPES}
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_plans(path, tmp_path, monkeypatch, capsys):
+    recipe = load_recipe(path, [f"runs_root={tmp_path / 'runs'}"])
+    assert recipe.name == path.stem
+    stages = plan(recipe, path)
+    assert [s.name for s in stages] == [s.name for s in recipe.stages]
+    monkeypatch.setattr(runner, "execute", lambda *a, **k: pytest.fail("a dry run must not run a stage"))
+    runner.run_recipe(recipe, path, dry_run=True)
+    assert capsys.readouterr().out.count("would run: jaxadapt") == len(stages)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_beyond_english_without_vocab_extension():
+    path = next(p for p in RECIPES if p.stem == "beyond-english")
+    recipe = load_recipe(path, ["stages.adapt.config.tokenizer=${vars.base_model}"])
+    adapt = {s.name: s for s in plan(recipe, path)}["adapt"]
+    assert adapt.config["tokenizer"] == recipe.vars["base_model"]
+
+
+def test_lep_mistral_overrides():
+    path = next(p for p in RECIPES if p.stem == "lep-extended")
+    recipe = load_recipe(path, ["vars.base_model=models/Mistral-7B-v0.1", "vars.add=23328", "vars.lr=1e-4"])
+    stages = {s.name: s for s in plan(recipe, path)}
+    assert "--add" in stages["tok"].args and "23328" in stages["tok"].args
+    assert stages["embed"].config["optim"]["learning_rate"] == 1e-4
