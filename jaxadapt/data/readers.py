@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import gzip
 import io
-import json
 import os
 import re
 import zlib
@@ -20,6 +19,7 @@ from typing import Any
 
 from jaxadapt.data.config import SourceConfig
 from jaxadapt.errors import UserError
+from jaxadapt.io.jsonl import json_object
 
 MAX_FILE_DOC_BYTES = 64 << 20  # doc_split="file" reads a file whole: refuse what should be streamed instead
 _ROWS = 1024
@@ -167,13 +167,7 @@ class Reader:
             text, bad = decode(raw)
             if not text.strip():
                 return Parsed("", bad)
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{self.where(rec)}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{self.where(rec)}: expected a JSON object, got {type(row).__name__}")
-            raw = row
+            raw = json_object(text, self.where(rec))
         else:
             bad = False
         if self.want_records:

@@ -13,7 +13,6 @@ is preceded by the first k other items, each as context + " " + its right choice
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from jaxadapt.errors import UserError
+from jaxadapt.io.jsonl import json_object
 from jaxadapt.eval.bpb import prefix_id
 from jaxadapt.eval.scorer import Scorer
 
@@ -46,12 +46,7 @@ def read_task(path: str | Path) -> list[Item]:
 
 
 def _item(line: str, where: str) -> Item:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    row = json_object(line, where)
     ctx, choices, label = row.get("context"), row.get("choices"), row.get("label")
     if not isinstance(ctx, str):
         raise UserError(f"{where}: 'context' must be a string, got {ctx!r}")

@@ -8,11 +8,11 @@ text is an error before any work starts.
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from pathlib import Path
 
 from jaxadapt.errors import UserError
+from jaxadapt.io.jsonl import json_object
 
 
 class CorpusError(UserError):
@@ -55,11 +55,7 @@ def read_corpora(paths, max_bytes: int | None = None) -> list[str]:
 def _json_text(line: str, path: Path, lineno: int) -> str | None:
     if not line.strip():
         return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise CorpusError(f"corpus {path}, line {lineno}: invalid JSON ({e.msg})") from None
-    text = record.get("text") if isinstance(record, dict) else None
+    text = json_object(line, f"corpus {path}, line {lineno}", CorpusError).get("text")
     if not isinstance(text, str):
         raise CorpusError(f"corpus {path}, line {lineno}: expected an object with a string 'text' field")
     return text
