@@ -57,9 +57,14 @@ def old_vocab_size(model_dir: str | Path | None, configured: int | None) -> int:
         raise UserError(f"train.trainable includes new_rows but train.old_vocab_size is not set and {f} does not "
                         "exist (vocab adapt writes it)")
     try:
-        return int(json.loads(f.read_text())["old_vocab_size"])
-    except (KeyError, ValueError, json.JSONDecodeError) as e:
+        record = json.loads(f.read_text())
+        size = int(record["old_vocab_size"])
+    except (KeyError, ValueError, TypeError, json.JSONDecodeError) as e:
         raise UserError(f"{f}: no integer 'old_vocab_size' ({e})") from None
+    if record.get("prefix_preserved") is False:
+        raise UserError(f"{f}: the vocabulary was replaced, not extended, so ids below old_vocab_size are not the old "
+                        "tokens; new_rows cannot tell old rows from new ones (train 'embeddings' instead)")
+    return size
 
 
 def row_masks(trainable_pure: dict, spec: str, old_vocab: int | None):

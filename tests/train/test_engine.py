@@ -205,3 +205,15 @@ def test_dpo_starts_at_log2_and_learns_the_preference():
         seen.append(float(m["loss"]))
     assert abs(seen[0] - np.log(2)) < 1e-6
     assert seen[-1] < seen[0] - 0.05 and float(m["reward_acc"]) == 1.0
+
+
+def test_new_rows_reads_adaptation_json_and_refuses_a_replaced_vocabulary(tmp_path):
+    from jaxadapt.train.partition import old_vocab_size
+
+    (tmp_path / "adaptation.json").write_text('{"old_vocab_size": 100, "prefix_preserved": true}')
+    assert old_vocab_size(tmp_path, None) == 100 and old_vocab_size(tmp_path, 90) == 90
+    (tmp_path / "adaptation.json").write_text('{"old_vocab_size": 100, "prefix_preserved": false}')
+    with pytest.raises(UserError, match="was replaced, not extended"):
+        old_vocab_size(tmp_path, None)
+    with pytest.raises(UserError, match="does not exist"):
+        old_vocab_size(tmp_path / "nowhere", None)
