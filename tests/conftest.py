@@ -27,6 +27,7 @@ FAMILIES = {
     "llama3_rope_scaling": ("llama", dict(num_key_value_heads=2, rope_theta=500000.0, rope_scaling={
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64})),
+    "llama_linear_rope": ("llama", dict(num_key_value_heads=2, rope_scaling={"rope_type": "linear", "factor": 4.0})),
     "llama_tied": ("llama", dict(num_key_value_heads=2, tie_word_embeddings=True)),
     "llama_bias_head_dim": ("llama", dict(num_key_value_heads=2, head_dim=24, attention_bias=True, mlp_bias=True)),
     "mistral_sliding": ("mistral", dict(num_key_value_heads=2, sliding_window=40)),
