@@ -167,11 +167,13 @@ def _host(x) -> np.ndarray:
 
 
 def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dtype: str | None = None,
-                    max_shard_bytes: int = MAX_SHARD_BYTES, generation_config: dict | None = None) -> Path:
+                    max_shard_bytes: int = MAX_SHARD_BYTES, generation_config: dict | None = None,
+                    extra_files: dict[str, str] | None = None) -> Path:
     """Write an HF dir (config, generation config, safetensors shards, tokenizer); returns its path.
 
-    `tokenizer` is a transformers tokenizer, a directory holding tokenizer files, or None. Every process must
-    call this (gathering sharded parameters is collective); only process 0 writes.
+    `tokenizer` is a transformers tokenizer, a directory holding tokenizer files, or None. `extra_files`
+    (name -> text) land in the same atomic write, e.g. adaptation.json. Every process must call this (gathering
+    sharded parameters is collective); only process 0 writes.
     """
     cfg: ModelConfig = model.config
     out = Path(out_dir)
@@ -197,12 +199,13 @@ def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dty
             produce(name)
         return out
     return write_hf_dir(out, cfg, specs, produce, dtype=str(np_dtype), tokenizer=tokenizer,
-                        max_shard_bytes=max_shard_bytes, generation_config=generation_config)
+                        max_shard_bytes=max_shard_bytes, generation_config=generation_config,
+                        extra_files=extra_files)
 
 
 def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ...], np.dtype]], produce, *,
                  dtype: str, tokenizer: Any = None, max_shard_bytes: int = MAX_SHARD_BYTES,
-                 generation_config: dict | None = None) -> Path:
+                 generation_config: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
     """Write an HF dir from tensor specs (HF name, shape, dtype) and `produce(name) -> array`, called in specs order.
 
     Shared by `save_pretrained` and checkpoint importers (GGUF): everything lands in a temporary directory beside
@@ -229,6 +232,8 @@ def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ..
         gen.update(generation_config or {})
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         _write_tokenizer(tokenizer, tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return Path(out_dir)
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import atomic_dir
 from jaxadapt.io.hf import load_pretrained, read_config, resolve, save_pretrained
 from jaxadapt.lep.maps import METHODS, estimate
 from jaxadapt.model import LlamaForCausalLM
@@ -130,14 +129,8 @@ def propagate(base, donor, target, method: str = "conversion", out=None, *, voca
     if don.lora is not None:
         report["lora_merged"] = _merge_lora_onto(model, don.lora, lora_scale)
         report["lora_scale"] = lora_scale
-    out = Path(out)
-    with atomic_dir(out) as tmp:
-        save_pretrained(model, tmp / "model", tokenizer=tokenizer)
-        for f in (tmp / "model").iterdir():
-            f.rename(tmp / f.name)
-        (tmp / "model").rmdir()
-        (tmp / PROPAGATION_FILE).write_text(json.dumps(report, indent=2))
-    return out
+    return save_pretrained(model, out, tokenizer=tokenizer,
+                           extra_files={PROPAGATION_FILE: json.dumps(report, indent=2)})
 
 
 def output_tokenizer(donor: Donor, target: Path):

@@ -9,7 +9,6 @@ which tells the trainer's new-rows mode where the old rows end.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -17,7 +16,6 @@ import numpy as np
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import atomic_dir
 from jaxadapt.io.hf import load_pretrained, save_pretrained
 from jaxadapt.model import LlamaForCausalLM
 from jaxadapt.vocab.tokdir import (
@@ -72,13 +70,8 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
         "counts": transform.counts(), "model": str(model_dir), "tokenizer": str(tokenizer),
         "old_tokenizer_fingerprint": old.fingerprint(), "seed": seed,
     }
-    with atomic_dir(out) as tmp:
-        save_pretrained(model, tmp / "hf", tokenizer=new.source, dtype=dtype)
-        for f in (tmp / "hf").iterdir():
-            os.replace(f, tmp / f.name)
-        (tmp / "hf").rmdir()
-        (tmp / ADAPTATION_FILE).write_text(json.dumps(record, indent=2))
-    return Path(out)
+    return save_pretrained(model, out, tokenizer=new.source, dtype=dtype,
+                           extra_files={ADAPTATION_FILE: json.dumps(record, indent=2)})
 
 
 def adapt_model(model: LlamaForCausalLM, transform: Transform, pad_to: int = 128, seed: int = 0) -> LlamaForCausalLM:
