@@ -52,8 +52,8 @@ def _corpus(spec: str) -> Path:
     return p
 
 
-def _split(path: Path, fraction: float, eval_docs: int, out: Path) -> list[str]:
-    """Write the first `eval_docs` held-out documents to `out` (JSONL); return the training documents' texts."""
+def _split(path: Path, fraction: float, eval_docs: int, out: Path) -> tuple[list[str], list[str]]:
+    """Write the first `eval_docs` held-out documents to `out` (JSONL); return (training texts, held-out texts)."""
     from jaxadapt.data.documents import held_out
     from jaxadapt.eval.bpb import read_texts
 
@@ -63,7 +63,7 @@ def _split(path: Path, fraction: float, eval_docs: int, out: Path) -> list[str]:
         raise UserError(f"{path}: no held-out document at validation_fraction={fraction}; raise it")
     with atomic_file(out, encoding="utf-8") as fh:
         fh.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in held)
-    return [t for t in texts if not held_out(t, fraction)]
+    return [t for t in texts if not held_out(t, fraction)], held
 
 
 def run(cfg: QuickstartConfig) -> dict:
@@ -85,8 +85,8 @@ def run(cfg: QuickstartConfig) -> dict:
     base = model_dir(cfg.model)
     target, replay = _corpus(cfg.target), _corpus(cfg.replay)
     say(f"model {base}; target corpus {target}; replay corpus {replay}")
-    train_texts = _split(target, cfg.validation_fraction, cfg.eval_docs, out / "eval_target.jsonl")
-    _split(replay, cfg.validation_fraction, cfg.eval_docs, out / "eval_replay.jsonl")
+    train_texts, eval_target = _split(target, cfg.validation_fraction, cfg.eval_docs, out / "eval_target.jsonl")
+    _, eval_replay = _split(replay, cfg.validation_fraction, cfg.eval_docs, out / "eval_replay.jsonl")
 
     tok_dir, adapted = out / "tokenizer", out / "model_adapted"
     old_tok = read_tokenizer(base)
@@ -100,8 +100,6 @@ def run(cfg: QuickstartConfig) -> dict:
         adapt(base, tok_dir, cfg.init, adapted)
 
     new_tok = read_tokenizer(tok_dir)
-    eval_target = [json.loads(line)["text"] for line in (out / "eval_target.jsonl").read_text().splitlines()]
-    eval_replay = [json.loads(line)["text"] for line in (out / "eval_replay.jsonl").read_text().splitlines()]
     efficiency = {name: {"target": corpus_stats(tok, eval_target).chars_per_token,
                          "replay": corpus_stats(tok, eval_replay).chars_per_token}
                   for name, tok in (("before", old_tok), ("after", new_tok))}

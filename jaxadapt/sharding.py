@@ -128,9 +128,12 @@ def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
 
 
 def tree_shardings(tree, mesh: Mesh):
-    """NamedSharding for every array leaf of a pytree (nnx.State or nested dicts), by path."""
+    """NamedSharding for every array leaf of a pytree (nnx.State, nested dicts, optimizer states), by path.
+    Scalars (step counters) have no axis to shard and are replicated without needing a rule."""
 
     def one(path, leaf):
+        if leaf.ndim == 0:
+            return NamedSharding(mesh, P())
         return NamedSharding(mesh, spec_for(path_str(path), tuple(leaf.shape), mesh))
 
     return jax.tree_util.tree_map_with_path(one, tree)

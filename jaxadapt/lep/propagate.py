@@ -172,10 +172,11 @@ def _set_vocab(model: LlamaForCausalLM, embed: np.ndarray, head: np.ndarray | No
 
 def _merge_lora_onto(model: LlamaForCausalLM, donor: LlamaForCausalLM, scale: float) -> list[str]:
     """kernel += scale * lora_scale * A @ B with the donor's factors, module by module; returns the modules."""
+    from jaxadapt.train.config import LORA_TARGETS
     from jaxadapt.train.lora import target_modules
 
     merged = []
-    mine = target_modules(model, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    mine = target_modules(model, LORA_TARGETS)
     for name, lin in target_modules(donor, tuple(mine)).items():
         if lin.lora_a is None:
             continue

@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxadapt.errors import UserError
-from jaxadapt.sharding import LOGICAL_TO_MESH, path_str, spec_for, tree_shardings
+from jaxadapt.sharding import LOGICAL_TO_MESH, path_str, tree_shardings
 from jaxadapt.train.config import RunConfig
 from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
 from jaxadapt.train.optim import make_optimizer, schedule
@@ -76,15 +76,8 @@ def trainable_matmul_params(model_config, params, frozen_model) -> int | None:
 
 def state_shardings(state, mesh: Mesh):
     rep = NamedSharding(mesh, P())
-    params_sh = tree_shardings(state["params"], mesh)
-
-    def opt_one(path, leaf):
-        if leaf.ndim == 0:
-            return rep
-        return NamedSharding(mesh, spec_for(path_str(path), tuple(leaf.shape), mesh))
-
-    opt_sh = jax.tree_util.tree_map_with_path(opt_one, state["opt_state"])
-    return {"params": params_sh, "opt_state": opt_sh, "step": rep, "rng": rep}
+    return {"params": tree_shardings(state["params"], mesh), "opt_state": tree_shardings(state["opt_state"], mesh),
+            "step": rep, "rng": rep}
 
 
 @dataclass
