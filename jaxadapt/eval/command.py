@@ -27,7 +27,8 @@ def parse_bpb(specs: list[str]) -> dict[str, str]:
 def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, stride: int | None = None,
              batch_size: int = 8, fewshot: int = 0, max_docs: int = 0) -> dict:
     """{"model", "bpb": {name: metrics}, "mc": {task: metrics}}; every input is checked before the model loads."""
-    from jaxadapt.eval.bpb import corpus_bpb, read_texts
+    from jaxadapt.data.split import read_texts
+    from jaxadapt.eval.bpb import corpus_bpb
     from jaxadapt.eval.load import load_for_eval
     from jaxadapt.eval.mc import read_task, score_task
     from jaxadapt.eval.scorer import Scorer

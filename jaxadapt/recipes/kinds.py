@@ -26,6 +26,9 @@ class Kind:
 
 
 KINDS = {
+    "convert": Kind(("convert",), "out_dir"),
+    "data_split": Kind(("data", "split"), "out"),
+    "tokenizer_stats": Kind(("tokenizer", "stats"), "json_out", "stats.json"),
     "tokenizer_train": Kind(("tokenizer", "train"), "out"),
     "tokenizer_extend": Kind(("tokenizer", "extend"), "out"),
     "vocab_adapt": Kind(("vocab", "adapt"), "out"),

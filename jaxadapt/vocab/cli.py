@@ -96,6 +96,7 @@ def stats_cmd(
     tokenizer: list[Path] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir; repeat to compare."),
     corpus: list[Path] = CORPUS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the JSON to this file."),
     max_mb: float | None = MAX_MB,
 ):
     """Characters/bytes per token, tokens per word and line, words split, byte-fallback rate per corpus."""
@@ -107,10 +108,13 @@ def stats_cmd(
     limit = None if max_mb is None else int(max_mb * 2**20)
     texts = [(str(c), read_corpus(c, limit)) for c in corpus]
     rows = [(name, cname, corpus_stats(tok, docs)) for name, tok in toks for cname, docs in texts]
-    if as_json:
-        typer.echo(json.dumps([{"tokenizer": t, "corpus": c, **s.as_dict()} for t, c, s in rows], indent=2))
-    else:
-        typer.echo(format_table(rows))
+    records = [{"tokenizer": t, "corpus": c, **s.as_dict()} for t, c, s in rows]
+    typer.echo(json.dumps(records, indent=2) if as_json else format_table(rows))
+    if json_out is not None:
+        from jaxadapt.io.atomic import atomic_file
+
+        with atomic_file(json_out, encoding="utf-8") as fh:
+            json.dump(records, fh, indent=2)
 
 
 @vocab_app.command("adapt")

@@ -71,7 +71,8 @@ def test_bpb_matches_transformers_smollm2(smollm2):
 
     from jaxadapt.assets import smollm2_dir
     from jaxadapt.data.debian import corpus
-    from jaxadapt.eval.bpb import corpus_bpb, read_texts
+    from jaxadapt.data.split import read_texts
+    from jaxadapt.eval.bpb import corpus_bpb
 
     texts = [t[:400] for t in read_texts("nl", str(corpus("nl")), max_docs=2)]
     scorer, tokenizer = smollm2

@@ -261,3 +261,14 @@ def test_bad_gguf_gives_clear_error_and_no_output(kind, hf_dir, tmp_path, capsys
     assert expected in err and str(f) in err
     assert not out.exists()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".converted")] == []
+
+
+def test_convert_smollm2_by_name_writes_the_cached_conversion(smollm2, tmp_path):
+    """`jaxadapt convert smollm2 DIR` (the experiments' first stage) writes the same weights as the cache."""
+    from jaxadapt.cli import main
+    from jaxadapt.io.safetensors import open_checkpoint
+
+    assert main(["convert", "smollm2", str(tmp_path / "out")]) == 0
+    ours, cached = open_checkpoint(tmp_path / "out"), open_checkpoint(smollm2)
+    assert ours.keys() == cached.keys()
+    assert all(np.array_equal(ours[k][k], cached[k][k]) for k in ours)

@@ -45,8 +45,9 @@ def test_stats_table_and_json(corpus, smollm2_tok_dir, mistral_dir, tmp_path, ca
     mixed.write_text(MIXED + "\n" + "Een twee drie vier\n")
     argv = ["tokenizer", "stats", "--tokenizer", str(smollm2_tok_dir), "--tokenizer", str(mistral_dir),
             "--corpus", str(corpus), "--corpus", str(mixed)]
-    assert main(argv + ["--json"]) == 0
+    assert main(argv + ["--json", "--json-out", str(tmp_path / "stats.json")]) == 0
     rows = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "stats.json").read_text()) == rows
     assert [(r["tokenizer"], r["corpus"]) for r in rows] == [
         (str(t), str(c)) for t in (smollm2_tok_dir, mistral_dir) for c in (corpus, mixed)]
     for r in rows:
