@@ -4,7 +4,9 @@ Module and parameter names mirror HF's (`model.layers.self_attn.q_proj`, `embed_
 conversion is a transpose of each Linear weight plus stacking the layers. Differences from HF on purpose:
 - Linear kernels are `[in, out]` (HF stores `[out, in]`).
 - The decoder layers are one stacked module (a leading `layers` axis on every parameter) run with
-  `jax.lax.scan`: compile time does not grow with depth, and remat applies per layer.
+  `jax.lax.scan`: compile time does not grow with depth, and remat applies per layer. Under an FSDP train step
+  (`jaxadapt.sharding.param_mesh`) each layer is gathered inside the scan, one at a time, and gathered again in the
+  backward instead of being kept (`constrain_layer`, `recompute_gathered`).
 - Attention takes `segment_ids` (packed documents never attend to each other) and `positions` (RoPE restarts
   per document), on top of the causal mask, the key padding mask and the optional sliding window.
 RoPE uses HF's rotate-half layout with cos/sin computed in float32, like HF.
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxadapt.config import ModelConfig
+from jaxadapt.sharding import constrain_batch, constrain_layer, gathers_layers, recompute_gathered
 
 REMAT_POLICIES = {
     "none": None,  # keep every activation (fastest, most memory)
@@ -242,7 +245,7 @@ class LlamaModel(nnx.Module):
 
         self.layers = stacked(rngs)
         self.norm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt)
-        self.cfg, self.remat = cfg, rt.remat
+        self.cfg, self.remat, self.compute_dtype = cfg, rt.remat, jnp.dtype(rt.compute_dtype)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         b, t = input_ids.shape
@@ -275,12 +278,19 @@ class LlamaModel(nnx.Module):
 
         def body(h, xs):
             layer_state, layer_rng, layer_kv = xs
-            return nnx.merge(graphdef, layer_state)(h, cos, sin, mask, layer_rng, layer_kv, write_at)
+            # Under FSDP: the sliced layer stays sharded and is gathered here, one layer per iteration; the
+            # activations stay split over the batch. Both are identity outside a train step on an fsdp mesh.
+            layer_state = constrain_layer(layer_state, self.compute_dtype)
+            h, layer_kv = nnx.merge(graphdef, layer_state)(constrain_batch(h), cos, sin, mask, layer_rng, layer_kv,
+                                                           write_at)
+            return constrain_batch(h), layer_kv
 
-        if self.remat != "none":
+        if gathers_layers():  # never keep the gathered weights of every layer for the backward
+            body = jax.checkpoint(body, policy=recompute_gathered(REMAT_POLICIES[self.remat]), prevent_cse=False)
+        elif self.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
         layer_rngs = None if rng is None else jax.random.split(rng, self.cfg.num_hidden_layers)
-        return jax.lax.scan(body, h, (state, layer_rngs, kv))
+        return jax.lax.scan(body, constrain_batch(h), (state, layer_rngs, kv))
 
 
 class LlamaForCausalLM(nnx.Module):

@@ -8,11 +8,14 @@ left unsharded on that axis (and the choice is visible in `describe`).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
 from typing import Any, Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -112,7 +115,10 @@ def logical_axes(path: str) -> tuple[str | None, ...]:
 
 
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
-    axes = logical_axes(path)
+    return _spec(path, logical_axes(path), shape, mesh)
+
+
+def _spec(path: str, axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh) -> P:
     if len(axes) != len(shape):
         raise ShardingError(f"rule for {path!r} has {len(axes)} axes {axes}, but the leaf has shape {shape}")
     out = []
@@ -143,3 +149,88 @@ def describe(tree, mesh: Mesh) -> dict[str, str]:
     """path -> PartitionSpec, for logs and tests."""
     flat = jax.tree_util.tree_flatten_with_path(tree_shardings(tree, mesh))[0]
     return {path_str(p): str(s.spec) for p, s in flat}
+
+
+# The mesh the params are laid out on while a train step is traced (see `param_mesh`); None outside.
+_PARAM_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("jaxadapt_param_mesh", default=None)
+
+
+@contextlib.contextmanager
+def param_mesh(mesh: Mesh):
+    """While tracing under this context, the model keeps each scanned layer's params on their sharded layout
+    (`constrain_layer`), so FSDP gathers one layer at a time inside the scan, not the whole stack before it."""
+    token = _PARAM_MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _PARAM_MESH.reset(token)
+
+
+def gathers_layers() -> bool:
+    """Whether a `param_mesh` with an `fsdp` axis larger than 1 is active: the scanned layers are then gathered one
+    at a time (`constrain_layer`)."""
+    mesh = _PARAM_MESH.get()
+    return mesh is not None and mesh.shape.get("fsdp", 1) > 1
+
+
+def constrain_layer(layer_state, compute_dtype=None):
+    """One layer's params, as sliced out of the stacked `layers` params by the scan: kept on their sharded layout
+    (the rule minus the leading `layers` axis), cast to `compute_dtype` if that is narrower (the layer casts them
+    anyway; gathering the narrow copy moves fewer bytes), then gathered over `fsdp` for the layer's matmuls. So
+    FSDP holds one full layer at a time, and the backward reduce-scatters each layer's gradient into the sharded
+    stack. Identity unless `gathers_layers()` (single device, data or tensor parallelism only, generation, eval)."""
+    if not gathers_layers():
+        return layer_state
+    mesh = _PARAM_MESH.get()
+
+    def one(path, leaf):
+        if leaf.ndim == 0:
+            return leaf
+        name = "layers/" + path_str(path)
+        axes = logical_axes(name)
+        if not axes or axes[0] != "layers":
+            raise ShardingError(f"rule for {name!r} has no leading 'layers' axis: {axes}")
+        spec = _spec(name, axes[1:], tuple(leaf.shape), mesh)
+        gathered = P(*(_without_fsdp(a) for a in spec))
+        if gathered == spec:
+            return leaf
+        leaf = jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, spec))
+        if (compute_dtype is not None and jnp.issubdtype(leaf.dtype, jnp.floating)
+                and jnp.dtype(compute_dtype).itemsize < leaf.dtype.itemsize):
+            leaf = leaf.astype(compute_dtype)
+        return jax.lax.with_sharding_constraint(leaf, NamedSharding(mesh, gathered))
+
+    return jax.tree_util.tree_map_with_path(one, layer_state)
+
+
+def recompute_gathered(policy):
+    """A `jax.checkpoint` policy for the scanned layer under FSDP: save what `policy` saves (None: everything),
+    except the outputs of sharding constraints, i.e. the gathered weights. The backward gathers each layer again
+    instead of the forward keeping every layer's full weights as residuals (which would undo FSDP's saving)."""
+
+    def saveable(prim, *args, **params):
+        if prim.name == "sharding_constraint":
+            return False
+        return True if policy is None else policy(prim, *args, **params)
+
+    return saveable
+
+
+def constrain_batch(x):
+    """Activations [batch, ...] split over the data-parallel axes (LOGICAL_TO_MESH['batch']) and replicated
+    otherwise: without this, the partitioner may follow the embedding's `fsdp`-split hidden axis instead and run
+    every layer on the whole batch. Identity unless `gathers_layers()`."""
+    if not gathers_layers():
+        return x
+    mesh = _PARAM_MESH.get()
+    spec = _spec("activations", ("batch",) + (None,) * (x.ndim - 1), tuple(x.shape), mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _without_fsdp(axis):
+    if axis is None or axis == "fsdp":
+        return None
+    if isinstance(axis, str):
+        return axis
+    rest = tuple(a for a in axis if a != "fsdp")
+    return None if not rest else rest[0] if len(rest) == 1 else rest

@@ -19,7 +19,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxadapt.errors import UserError
-from jaxadapt.sharding import LOGICAL_TO_MESH, path_str, tree_shardings
+from jaxadapt.sharding import LOGICAL_TO_MESH, param_mesh, path_str, tree_shardings
 from jaxadapt.train.config import RunConfig
 from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
 from jaxadapt.train.optim import make_optimizer, schedule
@@ -128,6 +128,10 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
     grad_fn = jax.value_and_grad(loss_parts, has_aux=True)
 
     def train_step(state, fz, batch):
+        with param_mesh(mesh):  # the scanned layers stay sharded while traced (jaxadapt.sharding.constrain_layer)
+            return _train_step(state, fz, batch)
+
+    def _train_step(state, fz, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])
         p = state["params"]
 
@@ -135,7 +139,8 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
             g_acc, tot_acc, n_acc, aux_acc = carry
             mb, i = xs
             (total, (n, aux)), g = grad_fn(p, fz, mb, jax.random.fold_in(rng, i))
-            g_acc = jax.tree.map(jnp.add, g_acc, g)
+            # Gradients live sharded like the params: under FSDP no device holds a full gradient stack.
+            g_acc = jax.lax.with_sharding_constraint(jax.tree.map(jnp.add, g_acc, g), st_sh["params"])
             aux_acc = {k: aux_acc[k] + aux[k] for k in aux_acc}
             return (g_acc, tot_acc + total, n_acc + n, aux_acc), None
 
