@@ -94,15 +94,19 @@ def resolve(path_or_hub_id: str | os.PathLike) -> Path:
     raise CheckpointError(f"{p}: no such directory (and not a hub id of the form org/name)")
 
 
-def read_config(model_dir: Path) -> ModelConfig:
-    f = model_dir / "config.json"
-    if not f.exists():
+def read_hf_config(model_dir: Path) -> dict:
+    """The raw config.json of an HF model dir (keys jaxadapt does not model, such as the dtype, included)."""
+    f = Path(model_dir) / "config.json"
+    if not f.is_file():
         raise CheckpointError(f"{f}: missing (an HF model directory needs config.json)")
     try:
-        hf = json.loads(f.read_text())
+        return json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{f}: invalid JSON ({e})") from None
-    return ModelConfig.from_hf(hf, source=str(f))
+
+
+def read_config(model_dir: Path) -> ModelConfig:
+    return ModelConfig.from_hf(read_hf_config(model_dir), source=str(Path(model_dir) / "config.json"))
 
 
 def load_pretrained(path_or_hub_id, dtype: str = "float32", mesh: Mesh | None = None,

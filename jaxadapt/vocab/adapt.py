@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
-from jaxadapt.io.hf import load_pretrained, save_pretrained
+from jaxadapt.io.hf import load_pretrained, read_hf_config, save_pretrained
 from jaxadapt.model import LlamaForCausalLM
 from jaxadapt.vocab.tokdir import (
     TokenizerDir,
@@ -38,7 +38,7 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     old_tokenizer is given. Everything is checked before the model is loaded; nothing is written on error.
     """
     model_dir = Path(model_dir)
-    hf_cfg = _read_config(model_dir)
+    hf_cfg = read_hf_config(model_dir)
     cfg = ModelConfig.from_hf(hf_cfg, source=str(model_dir / "config.json"))
     try:
         old = read_tokenizer(old_tokenizer or model_dir)
@@ -103,16 +103,6 @@ def check_pair(model_dir: Path, cfg: ModelConfig, old: TokenizerDir, new: Tokeni
     if base is not None and base != old.fingerprint():
         raise UserError(f"{new.source} was made from the tokenizer {origin.get('base')!r}, whose vocabulary differs "
                         f"from {model_dir}'s tokenizer ({old.source}): the model and tokenizer do not belong together")
-
-
-def _read_config(model_dir: Path) -> dict:
-    f = model_dir / "config.json"
-    if not f.is_file():
-        raise UserError(f"{model_dir}: not a model directory (no config.json)")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{f}: invalid JSON ({e})") from None
 
 
 def _remap_special_ids(cfg: ModelConfig, old: TokenizerDir, new: TokenizerDir) -> ModelConfig:
