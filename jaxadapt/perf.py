@@ -13,11 +13,14 @@ MFU = FLOPs per token x tokens/s / peak FLOP/s of the device kind.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 
+from jaxadapt.assets import cache_dir
 from jaxadapt.config import ModelConfig
 
 # Dense bf16 peak per chip (FLOP/s), from the vendors' spec sheets.
@@ -70,16 +73,27 @@ _CALIBRATED: dict[str, float] = {}
 
 
 def measured_matmul_flops(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
-    """Median FLOP/s of a jitted n x n matmul on the default device (computed once per process)."""
-    key = f"{n}-{jnp.dtype(dtype).name}"
+    """The best FLOP/s of a jitted n x n matmul on the default device, measured once per process and remembered
+    across runs (the cache's perf/matmul-peak.json keeps the best seen on this machine and device setup). A peak
+    measured while other work shares the CPU is too low and would put MFU above 100%; the best-ever is not."""
+    key = f"{n}-{jnp.dtype(dtype).name}-{jax.device_count()}dev-{os.cpu_count()}cpu"
     if key not in _CALIBRATED:
         a = jnp.ones((n, n), dtype)
         f = jax.jit(lambda x: x @ x)
         f(a).block_until_ready()
-        times = []
+        best = float("inf")
         for _ in range(repeats):
             t = time.perf_counter()
             f(a).block_until_ready()
-            times.append(time.perf_counter() - t)
-        _CALIBRATED[key] = 2.0 * n**3 / sorted(times)[len(times) // 2]
+            best = min(best, time.perf_counter() - t)
+        store = cache_dir("perf") / "matmul-peak.json"
+        try:
+            seen = json.loads(store.read_text())
+        except (OSError, ValueError):
+            seen = {}
+        _CALIBRATED[key] = max(2.0 * n**3 / best, float(seen.get(key, 0.0)))
+        if _CALIBRATED[key] > seen.get(key, 0.0):
+            tmp = store.with_name(f".{store.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({**seen, key: _CALIBRATED[key]}, indent=2))
+            os.replace(tmp, store)
     return _CALIBRATED[key]
