@@ -4,6 +4,7 @@ A stage's config keys are the command's parameter names (`vocab_size`, `corpus`,
 definition is read at validation time, so an unknown key, a missing required option or a bad value fails before
 the first stage runs, and a command that lands in the CLI later needs no change here. A kind whose command does
 not exist yet is spelled the usual way (`key_name: v` -> `--key-name v`) and left to the command to check.
+Commands that take dotted overrides after their options (`calibrate`) get them from the stage's `overrides` list.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ KINDS = {
 }
 
 
+EXTRA_KEY = "overrides"  # a stage config key: dotted overrides for commands that take them (`jaxadapt calibrate`)
+
+
 def find_command(words: tuple[str, ...]):
     """The (typer-vendored) click command `jaxadapt WORDS...`, or None when this CLI has no such command yet."""
     import typer.main
@@ -61,6 +65,12 @@ def command_args(kind: str, config: dict[str, Any], where: str) -> list[str]:
     if cmd is None:
         return [*words, *_generic_args(config, where)]
     params = {p.name: p for p in cmd.params if p.name}
+    extra = []
+    if EXTRA_KEY in config and (cmd.context_settings or {}).get("allow_extra_args"):  # calibrate, quickstart: dotted overrides after the options
+        extra = config[EXTRA_KEY]
+        if not isinstance(extra, list) or not all(isinstance(o, str) and "=" in o for o in extra):
+            raise UserError(f"{where}.{EXTRA_KEY}: expected a list of 'dotted.key=value' strings, got {extra!r}")
+        config = {k: v for k, v in config.items() if k != EXTRA_KEY}
     for key in config:
         if key not in params:
             close = difflib.get_close_matches(key, list(params), n=1)
@@ -84,7 +94,7 @@ def command_args(kind: str, config: dict[str, Any], where: str) -> list[str]:
             long = next((o for o in p.opts if o.startswith("--")), p.opts[0])
             for v in value if isinstance(value, list) else [value]:
                 options += [long, _text(v, f"{where}.{p.name}")]
-    args = [*positional, *options]
+    args = [*positional, *options, *extra]
     try:
         cmd.make_context(" ".join(("jaxadapt", *words)), list(args))
     except TyperException as e:  # click's usage errors, as typer vendors them

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxadapt.errors import UserError
 from jaxadapt.recipes import runner
 from jaxadapt.recipes.plan import plan
 from jaxadapt.recipes.schema import load_recipe
@@ -45,3 +46,13 @@ def test_lep_mistral_overrides():
     stages = {s.name: s for s in plan(recipe, path)}
     assert "--add" in stages["tok"].args and "23328" in stages["tok"].args
     assert stages["embed"].config["optim"]["learning_rate"] == 1e-4
+
+
+def test_calibrate_stage_passes_train_overrides():
+    path = next(p for p in RECIPES if p.stem == "lep-extended")
+    stages = {s.name: s for s in plan(load_recipe(path, ["vars.calibration_steps=7"]), path)}
+    assert stages["calibrate"].args[-6:] == ("train.steps=7", "train.batch_size=8", "train.seq_len=1024",
+                                             "model.compute_dtype=bfloat16", "mesh.data=1", "mesh.fsdp=-1")
+    bad = load_recipe(path, ["stages.calibrate.config.overrides=train.steps=7"])
+    with pytest.raises(UserError, match=r"calibrate.*overrides: expected a list of 'dotted.key=value' strings"):
+        plan(bad, path)
