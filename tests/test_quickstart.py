@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import build_tiny_lm
+from tinymodels import build_tiny_lm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from jaxadapt.cli import main

@@ -43,6 +43,9 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
         raise UserError(f"--mc {' '.join(mc)}: task names (file stems) must be unique")
     if not corpora and not tasks:
         raise UserError("nothing to evaluate: give at least one --bpb NAME=PATH or --mc TASK.jsonl")
+    from jaxadapt.train.distributed import maybe_initialize
+
+    maybe_initialize()  # a TPU pod / SLURM job / JAXADAPT_COORDINATOR: every process scores, all agree
     net, tokenizer, mesh = load_for_eval(model)
     scorer = Scorer(net, mesh, batch_size)
     return {"model": str(model),
@@ -64,6 +67,11 @@ def format_results(res: dict) -> str:
 
 
 def write_json(res: dict, out: Path) -> None:
+    """Written by process 0 only (every process holds the same results)."""
+    import jax
+
+    if jax.process_index() != 0:
+        return
     from jaxadapt.io.atomic import atomic_file
 
     with atomic_file(out) as fh:

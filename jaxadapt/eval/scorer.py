@@ -3,12 +3,15 @@
 Rows (input ids, targets, score mask, each at most seq_len long) are sorted by length and batched, each batch
 right-padded to a power-of-two length (few compilations, little padding) and sharded over the mesh's batch axes
 (data, fsdp). Every row is its own sequence: positions start at 0 and attention is causal within the row.
+Multi-process: every process reads the same rows, builds the global batch from its own copy (each device takes
+its slice) and gets the replicated sums back, so all processes agree on every number.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +35,7 @@ class Scorer:
         self.batch_size = -(-max(batch_size, 1) // shards) * shards  # the batch axis must divide over the shards
         self.sharding = NamedSharding(mesh, P(("data", "fsdp")))
 
-        @jax.jit
+        @partial(jax.jit, out_shardings=NamedSharding(mesh, P()))  # replicated: readable on every process
         def score(state, ids, targets, scored, valid):
             m = nnx.merge(graphdef, state)
             positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
@@ -55,7 +58,7 @@ class Scorer:
                 ids, targets, scored = rows[i]
                 n = len(ids)
                 arrays[0, j, :n], arrays[1, j, :n], arrays[2, j, :n], arrays[3, j, :n] = ids, targets, scored, 1
-            dev = [jax.device_put(a, self.sharding) for a in arrays]
+            dev = [jax.make_array_from_callback(a.shape, self.sharding, lambda index, a=a: a[index]) for a in arrays]
             sums = self._score(self.state, dev[0], dev[1], dev[2] > 0, dev[3] > 0)
             out[idx] = np.asarray(jax.device_get(sums), np.float64)[:len(idx)]
         return out

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_lm
+from tinymodels import build_tiny_lm
 
 from jaxadapt.cli import main
 from jaxadapt.recipes.plan import plan
