@@ -75,6 +75,11 @@ class Linear(nnx.Module):
         self.lora_dropout = 0.0
 
     def __call__(self, x, rng=None):
+        # The matmuls run on x flattened to [tokens, in]: for a [batch, seq, in] input, the kernel gradient would
+        # contract two axes, which XLA:CPU lays out as a transposed copy of the [batch, seq, out] gradient (about a
+        # quarter of the backward on CPU); a 2-D product's gradient is one plain dot.
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.shape[-1])
         cd = self.compute_dtype
         y = x @ self.kernel[...].astype(cd)
         if self.bias is not None:
@@ -86,7 +91,7 @@ class Linear(nnx.Module):
                 h = jnp.where(keep, x / (1.0 - self.lora_dropout), 0).astype(x.dtype)
             # scale the rank-r intermediate, not the [batch, seq, out] result: ~out/r times fewer multiplies
             y = y + ((h @ self.lora_a[...].astype(cd)) * self.lora_scale[...].astype(cd)) @ self.lora_b[...].astype(cd)
-        return y
+        return y.reshape(*lead, y.shape[-1])
 
 
 class RMSNorm(nnx.Module):
