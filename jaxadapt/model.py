@@ -159,8 +159,11 @@ def build_mask(key_valid, q_idx, sliding_window: int | None, segment_ids=None):
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class KVCache:
-    """Keys and values of every layer, stacked like the layers: k, v are [layers, batch, max_len, kv_heads, head_dim].
+    """Keys and values of every layer: k, v are [layers, batch, kv_heads, max_len, head_dim].
 
+    Heads before positions, so that the decode attention reads a layer's keys as a batched matrix without a
+    transposed copy. The stacked buffers ride in the layer scan's carry and each layer writes its new entries in place
+    (as scan inputs/outputs, XLA would copy the whole cache every decoded token).
     Prompts are left-padded so that every row writes the same slot `index`; `key_valid` [batch, max_len] marks the
     slots holding real tokens (not padding, not yet written).
     """
@@ -172,16 +175,31 @@ class KVCache:
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, max_len: int, dtype) -> KVCache:
-        shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
+        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((batch, max_len), bool), jnp.int32(0))
 
 
-def write_kv(kv, k, v, index):
-    """One layer's cache (keys, values) [batch, max_len, ...] with the new tokens' k, v written from slot `index`."""
+def cached_attention(q, k, v, kv, layer, index, mask):
+    """Attention of new tokens against the stacked cache `kv` = (keys, values) after writing their k, v into
+    `layer`'s slots from `index` -> (output [batch, t, heads, head_dim], updated kv).
+
+    q [batch, t, heads, head_dim]; k, v [batch, t, kv_heads, head_dim]; mask [batch, 1, t, max_len]. Query heads
+    are grouped per KV head (GQA) and the softmax runs in float32, as in HF.
+    """
     cache_k, cache_v = kv
-    at = (0, index, 0, 0)
-    return (jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), at),
-            jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), at))
+    at = (layer, 0, 0, index, 0)
+    cache_k = jax.lax.dynamic_update_slice(cache_k, k.swapaxes(1, 2)[None].astype(cache_k.dtype), at)
+    cache_v = jax.lax.dynamic_update_slice(cache_v, v.swapaxes(1, 2)[None].astype(cache_v.dtype), at)
+    keys, values = cache_k[layer], cache_v[layer]  # [batch, kv_heads, max_len, head_dim]
+    b, t, heads, d = q.shape
+    kvh = keys.shape[1]
+    q = q.reshape(b, t, kvh, heads // kvh, d).transpose(0, 2, 3, 1, 4).reshape(b, kvh, -1, d)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys.astype(q.dtype)).astype(jnp.float32) * d ** -0.5
+    scores = scores.reshape(b, kvh, heads // kvh, t, -1)
+    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kvh, -1, scores.shape[-1])
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(q.dtype)).reshape(b, kvh, heads // kvh, t, d)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d), (cache_k, cache_v)
 
 
 class Attention(nnx.Module):
@@ -193,9 +211,9 @@ class Attention(nnx.Module):
         self.o_proj = Linear(cfg.q_dim, cfg.hidden_size, bias=cfg.o_proj_bias, **kw)
         self.cfg, self.impl = cfg, rt.attention_impl
 
-    def __call__(self, x, cos, sin, mask, rng=None, kv=None, write_at=None):
-        """-> (output, kv). With `kv`, this layer's cache, the new keys/values are written into it at slot `write_at`
-        and the queries attend to the whole cache (the mask picks the valid slots)."""
+    def __call__(self, x, cos, sin, mask, rng=None, kv=None, layer=None, write_at=None):
+        """-> (output, kv). With `kv`, the stacked cache, the new keys/values are written into `layer`'s slots from
+        `write_at` and the queries attend to that layer's whole cache (the mask picks the valid slots)."""
         b, t, _ = x.shape
         c = self.cfg
         r = _keys(rng, 4)
@@ -203,10 +221,10 @@ class Attention(nnx.Module):
         k = self.k_proj(x, r[1]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         v = self.v_proj(x, r[2]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is not None:
-            kv = write_kv(kv, k, v, write_at)
-            k, v = kv
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
+        if kv is None:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
+        else:
+            out, kv = cached_attention(q, k, v, kv, layer, write_at, mask)
         return self.o_proj(out.reshape(b, t, c.q_dim), r[3]), kv
 
 
@@ -229,10 +247,10 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt)
         self.mlp = MLP(cfg, rt, rngs)
 
-    def __call__(self, h, cos, sin, mask, rng=None, kv=None, write_at=None):
-        """-> (h, kv): kv is this layer's updated cache (None without one), see Attention."""
+    def __call__(self, h, cos, sin, mask, rng=None, kv=None, layer=None, write_at=None):
+        """-> (h, kv): kv is the updated stacked cache (None without one), see Attention."""
         r = _keys(rng, 2)
-        attn, kv = self.self_attn(self.input_layernorm(h), cos, sin, mask, r[0], kv, write_at)
+        attn, kv = self.self_attn(self.input_layernorm(h), cos, sin, mask, r[0], kv, layer, write_at)
         h = h + attn
         return h + self.mlp(self.post_attention_layernorm(h), r[1]), kv
 
@@ -277,25 +295,28 @@ class LlamaModel(nnx.Module):
         return self.norm(h), KVCache(k, v, key_valid, cache.index + t)
 
     def run_layers(self, h, cos_sin, mask, rng=None, kv=None, write_at=None):
-        """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` are scanned with the layer params."""
+        """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` ride in the carry (see KVCache)."""
         cos, sin = cos_sin
         graphdef, state = nnx.split(self.layers)
 
-        def body(h, xs):
-            layer_state, layer_rng, layer_kv = xs
+        def body(carry, xs):
+            h, kv = carry
+            layer_state, layer_rng, layer = xs
             # Under FSDP: the sliced layer stays sharded and is gathered here, one layer per iteration; the
             # activations stay split over the batch. Both are identity outside a train step on an fsdp mesh.
             layer_state = constrain_layer(layer_state, self.compute_dtype)
-            h, layer_kv = nnx.merge(graphdef, layer_state)(constrain_batch(h), cos, sin, mask, layer_rng, layer_kv,
-                                                           write_at)
-            return constrain_batch(h), layer_kv
+            h, kv = nnx.merge(graphdef, layer_state)(constrain_batch(h), cos, sin, mask, layer_rng, kv, layer,
+                                                     write_at)
+            return (constrain_batch(h), kv), None
 
         if gathers_layers():  # never keep the gathered weights of every layer for the backward
             body = jax.checkpoint(body, policy=recompute_gathered(REMAT_POLICIES[self.remat]), prevent_cse=False)
         elif self.remat != "none":
             body = jax.checkpoint(body, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-        layer_rngs = None if rng is None else jax.random.split(rng, self.cfg.num_hidden_layers)
-        return jax.lax.scan(body, constrain_batch(h), (state, layer_rngs, kv))
+        n = self.cfg.num_hidden_layers
+        layer_rngs = None if rng is None else jax.random.split(rng, n)
+        (h, kv), _ = jax.lax.scan(body, (constrain_batch(h), kv), (state, layer_rngs, jnp.arange(n)))
+        return h, kv
 
 
 class LlamaForCausalLM(nnx.Module):
