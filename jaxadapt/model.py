@@ -6,7 +6,8 @@ conversion is a transpose of each Linear weight plus stacking the layers. Differ
 - The decoder layers are one stacked module (a leading `layers` axis on every parameter) run with
   `jax.lax.scan`: compile time does not grow with depth, and remat applies per layer. Under an FSDP train step
   (`jaxadapt.sharding.param_mesh`) each layer is gathered inside the scan, one at a time, and gathered again in the
-  backward instead of being kept (`constrain_layer`, `recompute_gathered`).
+  backward instead of being kept (`constrain_layer`, `recompute_gathered`), and the LM head is split over the
+  vocabulary (`vocab_parallel`).
 - Attention takes `segment_ids` (packed documents never attend to each other) and `positions` (RoPE restarts
   per document), on top of the causal mask, the key padding mask and the optional sliding window.
 RoPE uses HF's rotate-half layout with cos/sin computed in float32, like HF.
@@ -24,7 +25,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxadapt.config import ModelConfig
-from jaxadapt.sharding import constrain_batch, constrain_layer, gathers_layers, recompute_gathered
+from jaxadapt.sharding import (constrain_batch, constrain_layer, gathers_layers, recompute_gathered, split_vocab,
+                               vocab_parallel)
 
 REMAT_POLICIES = {
     "none": None,  # keep every activation (fastest, most memory)
@@ -114,10 +116,6 @@ class Embed(nnx.Module):
 
     def __call__(self, ids):
         return jnp.take(self.embedding[...], ids, axis=0).astype(self.compute_dtype)
-
-    def attend(self, h):
-        """Tied LM head: logits against the embedding matrix."""
-        return h @ self.embedding[...].astype(self.compute_dtype).T
 
 
 def _keys(rng, n):
@@ -337,8 +335,12 @@ class LlamaForCausalLM(nnx.Module):
         return self.model(input_ids, attention_mask, positions, segment_ids, rng)
 
     def logits(self, h):
-        out = self.model.embed_tokens.attend(h) if self.lm_head is None else self.lm_head(h)
-        return out.astype(jnp.float32)
+        """float32 logits of hidden states h [..., hidden]; tied models project on the embedding matrix. Under FSDP
+        the head is vocabulary-parallel (jaxadapt.sharding.vocab_parallel)."""
+        head = self.model.embed_tokens.embedding[...].T if self.lm_head is None else self.lm_head.kernel[...]
+        cd = self.model.compute_dtype
+        h, head = vocab_parallel(h, head.astype(cd))
+        return split_vocab(h @ head).astype(jnp.float32)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         return self.logits(self.hidden_states(input_ids, attention_mask, positions, segment_ids, rng))

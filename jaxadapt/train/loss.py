@@ -14,10 +14,14 @@ import jax.numpy as jnp
 
 
 def token_logprobs(logits, targets):
-    """log p(target) and logsumexp per position, in float32."""
+    """log p(target) and logsumexp per position, in float32.
+
+    The target's logit is picked by a masked sum over the vocabulary, not a gather: with a vocabulary-parallel LM
+    head (FSDP) each device sums its own slice, where a gather would first collect the whole logits."""
     logits = logits.astype(jnp.float32)
     lse = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    picked = jnp.where(vocab == targets[..., None], logits, 0.0).sum(-1)
     return picked - lse, lse
 
 
