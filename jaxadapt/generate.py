@@ -56,6 +56,7 @@ def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k,
     b, p = ids.shape
     sample = partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p)
     h, cache = model.extend(ids, model.init_cache(b, p + max_new_tokens), mask)
+    layers = model.model.unstack_layers()  # decoding reads every weight per token: no per-token slice copies
     tok = sample(model.logits(h[:, -1]), jax.random.fold_in(key, 0))
     out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
     done = jnp.isin(tok, eos)
@@ -66,7 +67,7 @@ def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k,
 
     def body(carry):
         i, out, cache, tok, done = carry
-        h, cache = model.extend(tok[:, None], cache)
+        h, cache = model.extend(tok[:, None], cache, layers=layers)
         new = sample(model.logits(h[:, -1]), jax.random.fold_in(key, i))
         tok = jnp.where(done, tok, new)
         return i + 1, out.at[:, i].set(tok), cache, tok, done | jnp.isin(tok, eos)

@@ -277,11 +277,12 @@ class LlamaModel(nnx.Module):
         h, _ = self.run_layers(self.embed_tokens(input_ids), rope_cos_sin(self.cfg, positions), mask, rng)
         return self.norm(h)
 
-    def extend(self, input_ids, cache: KVCache, attention_mask=None):
+    def extend(self, input_ids, cache: KVCache, attention_mask=None, layers=None):
         """Run new tokens against a KV cache -> (hidden states [batch, t, hidden], updated cache).
 
         Called once with the left-padded prompts (attention_mask marks the real tokens), then with one token at a
-        time. RoPE positions count each row's real tokens, so padding does not shift them.
+        time. RoPE positions count each row's real tokens, so padding does not shift them. `layers`, from
+        `unstack_layers`, runs the layers unrolled on separately stored weights (see there).
         """
         t = input_ids.shape[1]
         new_valid = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask.astype(bool)
@@ -289,11 +290,20 @@ class LlamaModel(nnx.Module):
         key_valid = jax.lax.dynamic_update_slice(cache.key_valid, new_valid, (0, cache.index))
         mask = build_mask(key_valid, cache.index + jnp.arange(t), self.cfg.sliding_window)
         h, (k, v) = self.run_layers(self.embed_tokens(input_ids), rope_cos_sin(self.cfg, positions), mask,
-                                    kv=(cache.k, cache.v), write_at=cache.index)
+                                    kv=(cache.k, cache.v), write_at=cache.index, layers=layers)
         return self.norm(h), KVCache(k, v, key_valid, cache.index + t)
 
-    def run_layers(self, h, cos_sin, mask, rng=None, kv=None, write_at=None):
-        """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` ride in the carry (see KVCache)."""
+    def unstack_layers(self) -> tuple:
+        """Each layer's params as arrays of their own. A scan slices every layer's weights out of the stacked arrays
+        on each pass, and XLA:CPU copies that slice before the matmuls: for a decoded token, whose matmuls are
+        bound by reading the weights, that doubles the memory traffic. Generation slices once per call instead
+        and runs the layers unrolled on these."""
+        _, state = nnx.split(self.layers)
+        return tuple(jax.tree.map(lambda x, i=i: x[i], state) for i in range(self.cfg.num_hidden_layers))
+
+    def run_layers(self, h, cos_sin, mask, rng=None, kv=None, write_at=None, layers=None):
+        """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` ride in the carry (see KVCache).
+        With `layers` (from `unstack_layers`) the layers run unrolled on those instead."""
         cos, sin = cos_sin
         graphdef, state = nnx.split(self.layers)
 
@@ -307,6 +317,11 @@ class LlamaModel(nnx.Module):
                                                      write_at)
             return (constrain_batch(h), kv), None
 
+        if layers is not None:
+            carry = (h, kv)
+            for i, layer_state in enumerate(layers):
+                carry, _ = body(carry, (layer_state, None, i))
+            return carry
         if gathers_layers():  # never keep the gathered weights of every layer for the backward
             body = jax.checkpoint(body, policy=recompute_gathered(REMAT_POLICIES[self.remat]), prevent_cse=False)
         elif self.remat != "none":
@@ -338,8 +353,7 @@ class LlamaForCausalLM(nnx.Module):
         """float32 logits of hidden states h [..., hidden]; tied models project on the embedding matrix. Under FSDP
         the head is vocabulary-parallel (jaxadapt.sharding.vocab_parallel)."""
         head = self.model.embed_tokens.embedding[...].T if self.lm_head is None else self.lm_head.kernel[...]
-        cd = self.model.compute_dtype
-        h, head = vocab_parallel(h, head.astype(cd))
+        h, head = vocab_parallel(h, head.astype(self.model.compute_dtype))
         return split_vocab(h @ head).astype(jnp.float32)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
@@ -349,10 +363,10 @@ class LlamaForCausalLM(nnx.Module):
         """An empty KV cache for `extend`, in the compute dtype."""
         return KVCache.empty(self.config, batch, max_len, jnp.dtype(self.runtime.compute_dtype))
 
-    def extend(self, input_ids, cache: KVCache, attention_mask=None):
+    def extend(self, input_ids, cache: KVCache, attention_mask=None, layers=None):
         """(hidden states, cache) of new tokens run against `cache`; see LlamaModel.extend. `logits(h[:, -1])` gives
         the next token's logits without computing the vocabulary projection for every prompt position."""
-        return self.model.extend(input_ids, cache, attention_mask)
+        return self.model.extend(input_ids, cache, attention_mask, layers)
 
 
 def init_model(cfg: ModelConfig, rt: Runtime = Runtime(), seed: int = 0) -> LlamaForCausalLM:
