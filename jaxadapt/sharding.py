@@ -233,30 +233,27 @@ def vocab_parallel(h, head):
     logits of its vocabulary slice for every token, and the head's gradient stays a slice: the head is never
     gathered whole, which for a 128K vocabulary would be most of a device's FSDP memory. Identity unless
     `gathers_layers()`; `split_vocab` lays out the logits to match."""
-    if not gathers_layers():
-        return h, head
-    mesh = _PARAM_MESH.get()
-    return (jax.lax.with_sharding_constraint(h, NamedSharding(mesh, _vocab_parallel_spec(h.shape, mesh, False))),
-            jax.lax.with_sharding_constraint(head, NamedSharding(mesh, _vocab_parallel_spec(head.shape, mesh, True))))
+    return _vocab_constraint(h, vocab_last=False), _vocab_constraint(head, vocab_last=True)
 
 
 def split_vocab(logits):
     """Logits [batch, seq, vocab] split along the vocabulary like `vocab_parallel`'s head. Identity unless
     `gathers_layers()`."""
+    return _vocab_constraint(logits, vocab_last=True)
+
+
+def _vocab_constraint(x, vocab_last: bool):
+    """x with `data` on a leading batch axis (3-D arrays) and, if vocab_last, (`fsdp`, `tensor`) on the last axis;
+    identity unless `gathers_layers()`."""
     if not gathers_layers():
-        return logits
+        return x
     mesh = _PARAM_MESH.get()
-    return jax.lax.with_sharding_constraint(logits, NamedSharding(mesh, _vocab_parallel_spec(logits.shape, mesh, True)))
-
-
-def _vocab_parallel_spec(shape, mesh: Mesh, vocab_last: bool) -> P:
-    """`data` on a leading batch axis (3-D arrays), (`fsdp`, `tensor`) on the last axis if vocab_last."""
-    lead = [None] * (len(shape) - 1)
-    if len(shape) == 3 and shape[0] % mesh.shape["data"] == 0 and mesh.shape["data"] > 1:
+    lead = [None] * (x.ndim - 1)
+    if x.ndim == 3 and x.shape[0] % mesh.shape["data"] == 0 and mesh.shape["data"] > 1:
         lead[0] = "data"
     split = tuple(a for a in ("fsdp", "tensor") if mesh.shape[a] > 1)
-    last = split if vocab_last and split and shape[-1] % math.prod(mesh.shape[a] for a in split) == 0 else None
-    return P(*lead, last)
+    last = split if vocab_last and split and x.shape[-1] % math.prod(mesh.shape[a] for a in split) == 0 else None
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*lead, last)))
 
 
 def _without_fsdp(axis):

@@ -44,14 +44,18 @@ head_dim: 64
 """
 
 
+def _full_plans_at_fsdp_1_and_8(tmp_path, model_yaml: str) -> tuple[dict, dict]:
+    """compile_plan of full fine-tuning, batch 8 x 16, on meshes fsdp=1 and fsdp=8."""
+    f = tmp_path / "model.yaml"
+    f.write_text(model_yaml)
+    return tuple(compile_plan(str(f), parse_mesh(mesh), "full", 8, 16) for mesh in ("fsdp=1", "fsdp=8"))
+
+
 def test_fsdp_gathers_one_layer_at_a_time(tmp_path):
     # Gathering the whole [layers, ...] stack before the scan (and keeping every gathered layer for the backward)
     # held about the full weights per device at fsdp=8: temps ~0.43x and arguments+temps ~0.26x of fsdp=1's.
     # One layer at a time, the fsdp=8 device holds its 1/8 share plus a layer or two: ~0.19x and ~0.15x.
-    f = tmp_path / "deep.yaml"
-    f.write_text(DEEP)
-    one = compile_plan(str(f), parse_mesh("fsdp=1"), "full", 8, 16)
-    eight = compile_plan(str(f), parse_mesh("fsdp=8"), "full", 8, 16)
+    one, eight = _full_plans_at_fsdp_1_and_8(tmp_path, DEEP)
     assert eight["temps"] < 0.3 * one["temps"]
     assert eight["arguments"] + eight["temps"] < 0.2 * (one["arguments"] + one["temps"])
 
@@ -72,10 +76,7 @@ tie_word_embeddings: true
 def test_fsdp_never_gathers_the_lm_head(tmp_path):
     # Gathering the tied head for the logits (and its full-size gradient) left fsdp=8 at ~0.74x of fsdp=1's temps;
     # split over the vocabulary, each device holds 1/8 of the head, its gradient and the logits: ~0.18x.
-    f = tmp_path / "wide.yaml"
-    f.write_text(WIDE_VOCAB)
-    one = compile_plan(str(f), parse_mesh("fsdp=1"), "full", 8, 16)
-    eight = compile_plan(str(f), parse_mesh("fsdp=8"), "full", 8, 16)
+    one, eight = _full_plans_at_fsdp_1_and_8(tmp_path, WIDE_VOCAB)
     assert eight["temps"] < 0.3 * one["temps"]
 
 
