@@ -9,7 +9,7 @@ import torch
 from jaxadapt.assets import smollm2_dir
 from jaxadapt.cli import main
 from jaxadapt.errors import UserError
-from jaxadapt.generate import generate, generate_ids
+from jaxadapt.generate import generate, generate_ids, unstack_by_default
 from jaxadapt.io.hf import load_pretrained
 
 PROMPTS = ["The capital of the Netherlands is", "Once upon a time, in a small village by the sea, there lived a",
@@ -48,14 +48,18 @@ def test_greedy_matches_transformers_on_smollm2(smollm2):
     assert generate_ids(model, prompts, eos_ids=(2,), max_new_tokens=64) == expected
 
 
-def test_sliding_window_greedy_matches_transformers(hf_dir):
-    """Window 40 < prompt + generation: the cache must hide keys that slid out, as transformers does."""
+@pytest.mark.parametrize("unstack", [True, False])
+def test_sliding_window_greedy_matches_transformers(hf_dir, unstack):
+    """Window 40 < prompt + generation: the cache must hide keys that slid out, as transformers does. Both decode
+    loops: on a per-call copy of each layer's weights (XLA:CPU's default) and scanning the stacked layers."""
     path, ref = hf_dir("mistral_sliding")
     ref.generation_config.eos_token_id, ref.generation_config.pad_token_id = None, 0
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, 300, n).tolist() for n in (30, 17)]
     expected = _hf_greedy(ref, prompts, 40, ())
-    assert generate_ids(load_pretrained(path), prompts, eos_ids=(), max_new_tokens=40) == expected
+    model = load_pretrained(path)
+    assert unstack_by_default(model)  # a tiny model on CPU
+    assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
 
 
 @pytest.mark.parametrize("family_name", ["llama_gqa", "mistral_sliding"])
