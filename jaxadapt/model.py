@@ -332,6 +332,13 @@ class LlamaModel(nnx.Module):
         return h, kv
 
 
+def project(h, head):
+    """float32 logits of hidden states h [..., hidden] on `head` [hidden, vocab] (LlamaForCausalLM.head). Under FSDP
+    the head is vocabulary-parallel (jaxadapt.sharding.vocab_parallel)."""
+    h, head = vocab_parallel(h, head)
+    return split_vocab(h @ head).astype(jnp.float32)
+
+
 class LlamaForCausalLM(nnx.Module):
     """`model(input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None)` -> float32 logits.
 
@@ -349,12 +356,14 @@ class LlamaForCausalLM(nnx.Module):
     def hidden_states(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         return self.model(input_ids, attention_mask, positions, segment_ids, rng)
 
-    def logits(self, h):
-        """float32 logits of hidden states h [..., hidden]; tied models project on the embedding matrix. Under FSDP
-        the head is vocabulary-parallel (jaxadapt.sharding.vocab_parallel)."""
+    def head(self):
+        """The LM head as a [hidden, vocab] matrix in the compute dtype: the embedding matrix for tied models."""
         head = self.model.embed_tokens.embedding[...].T if self.lm_head is None else self.lm_head.kernel[...]
-        h, head = vocab_parallel(h, head.astype(self.model.compute_dtype))
-        return split_vocab(h @ head).astype(jnp.float32)
+        return head.astype(self.model.compute_dtype)
+
+    def logits(self, h):
+        """float32 logits of hidden states h [..., hidden] (see project)."""
+        return project(h, self.head())
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         return self.logits(self.hidden_states(input_ids, attention_mask, positions, segment_ids, rng))

@@ -56,6 +56,9 @@ class TrainConfig:
     grad_accum: int = 1
     seq_len: int = 1024
     z_loss: float = 0.0
+    # positions per chunk of the LM head + cross-entropy, recomputed in the backward (jaxadapt.train.loss.
+    # target_logprobs); 0: all positions at once. Must divide seq_len.
+    logits_chunk: int = 0
     dpo_beta: float = 0.1
     old_vocab_size: int | None = None  # for new_rows; default: adaptation.json of the model dir
     seed: int = 0
@@ -121,6 +124,9 @@ def validate(cfg: RunConfig) -> None:
     for key in ("steps", "batch_size", "grad_accum", "seq_len"):
         if getattr(t, key) < 1:
             raise UserError(f"train.{key}={getattr(t, key)}: expected a positive integer")
+    if t.logits_chunk < 0 or (t.logits_chunk and t.seq_len % t.logits_chunk):
+        raise UserError(f"train.logits_chunk={t.logits_chunk}: expected 0 (no chunking) or a divisor of "
+                        f"train.seq_len={t.seq_len}")
     if t.batch_size % t.grad_accum:
         raise UserError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     bad = sorted(set(cfg.lora.targets) - set(LORA_TARGETS))

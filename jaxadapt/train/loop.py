@@ -31,7 +31,7 @@ from jaxadapt.train.checkpoint import Checkpointer
 from jaxadapt.train.config import RunConfig, trainable_parts, validate
 from jaxadapt.train.distributed import maybe_initialize
 from jaxadapt.train.lora import add_lora
-from jaxadapt.train.loss import forward, token_logprobs
+from jaxadapt.train.loss import target_logprobs
 from jaxadapt.train.metrics import MetricsLogger
 from jaxadapt.train.partition import old_vocab_size
 from jaxadapt.train.modelload import load_for_training
@@ -123,7 +123,7 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
                 logger.log(step, {**metrics, "tokens_seen": tokens_seen, "tokens_per_sec": tps,
                                   "mfu": tps * flops_per_token / peak, "step_time_s": dt})
             if eval_data and t.eval_every and step % t.eval_every == 0:
-                logger.log(step, evaluate(engine, state, eval_data, t.eval_batches))
+                logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, t.logits_chunk))
             last = step == t.steps
             if last or step % cfg.checkpoint.every == 0 or stop.signal:
                 ckpt.save(step, state, data.get_state(), meta)
@@ -132,17 +132,17 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
                 _say(f"{stop.signal}: saved step {step} in {rdir / 'checkpoints'}; run the same command to resume")
                 break
     if eval_data and step == t.steps and not t.eval_every:
-        logger.log(step, evaluate(engine, state, eval_data, t.eval_batches))
+        logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, t.logits_chunk))
     ckpt.close()
     logger.close()
     return rdir
 
 
-def evaluate(engine: Engine, state, eval_data: dict, max_batches: int) -> dict:
+def evaluate(engine: Engine, state, eval_data: dict, max_batches: int, chunk: int = 0) -> dict:
     """Loss and bits per byte per validation source: total NLL / (UTF-8 bytes x ln 2)."""
     @jax.jit
     def nll(params, fz, batch):
-        logp, _ = token_logprobs(forward(engine.model(params, fz), batch), batch["targets"])
+        logp, _ = target_logprobs(engine.model(params, fz), batch, chunk=chunk)
         mask = batch["loss_mask"].astype(jnp.float32)
         return -(logp * mask).sum(), mask.sum()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxadapt.model import project
+
 
 def token_logprobs(logits, targets):
     """log p(target) and logsumexp per position, in float32.
@@ -25,14 +27,32 @@ def token_logprobs(logits, targets):
     return picked - lse, lse
 
 
-def forward(model, batch, rng=None):
-    return model(batch["input_ids"], attention_mask=batch["segment_ids"] > 0, positions=batch["positions"],
-                 segment_ids=batch["segment_ids"], rng=rng)
+def target_logprobs(model, batch, rng=None, chunk: int = 0):
+    """token_logprobs of the batch's targets under the model, [batch, seq] each.
+
+    With chunk > 0 (a divisor of seq) the LM head and the softmax run `chunk` positions at a time and are
+    recomputed in the backward pass, so no pass holds more than [batch, chunk, vocab] float32 logits instead of
+    [batch, seq, vocab]: at Llama-3's 128K vocabulary, 8 x 4096 positions of logits are 16 GiB."""
+    h = model.hidden_states(batch["input_ids"], attention_mask=batch["segment_ids"] > 0,
+                            positions=batch["positions"], segment_ids=batch["segment_ids"], rng=rng)
+    head, targets = model.head(), batch["targets"]
+    b, t, d = h.shape
+    if chunk <= 0 or chunk >= t:
+        return token_logprobs(project(h, head), targets)
+
+    @jax.checkpoint
+    def one(_, xs):
+        h_chunk, target_chunk = xs
+        return None, token_logprobs(project(h_chunk, head), target_chunk)
+
+    xs = (h.reshape(b, t // chunk, chunk, d).swapaxes(0, 1), targets.reshape(b, t // chunk, chunk).swapaxes(0, 1))
+    _, (logp, lse) = jax.lax.scan(one, None, xs)
+    return logp.swapaxes(0, 1).reshape(b, t), lse.swapaxes(0, 1).reshape(b, t)
 
 
-def clm_loss(model, batch, rng=None, z_loss: float = 0.0, **_):
+def clm_loss(model, batch, rng=None, z_loss: float = 0.0, chunk: int = 0, **_):
     """Next-token cross-entropy over loss_mask (padding, document ends and, for SFT, prompts excluded)."""
-    logp, lse = token_logprobs(forward(model, batch, rng), batch["targets"])
+    logp, lse = target_logprobs(model, batch, rng, chunk)
     mask = batch["loss_mask"].astype(jnp.float32)
     total = -(logp * mask).sum()
     aux = {}
@@ -51,12 +71,12 @@ def paired(batch):
     return {k: jnp.concatenate([batch["chosen_" + k], batch["rejected_" + k]]) for k in FIELDS}
 
 
-def dpo_loss(model, batch, rng=None, ref_logps=None, beta: float = 0.1, **_):
+def dpo_loss(model, batch, rng=None, ref_logps=None, beta: float = 0.1, chunk: int = 0, **_):
     """DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))), per pair; ref_logps [2B] from the frozen
     reference model (`sequence_logprobs` of the same paired batch). The returned 'token count' is the number of
     pairs, so the mean is per pair."""
     batch = paired(batch)
-    logp, _ = token_logprobs(forward(model, batch, rng), batch["targets"])
+    logp, _ = target_logprobs(model, batch, rng, chunk)
     seq_logp = (logp * batch["loss_mask"]).sum(-1)
     half = seq_logp.shape[0] // 2
     margin = (seq_logp[:half] - ref_logps[:half]) - (seq_logp[half:] - ref_logps[half:])
@@ -64,10 +84,10 @@ def dpo_loss(model, batch, rng=None, ref_logps=None, beta: float = 0.1, **_):
     return losses.sum(), jnp.asarray(half, jnp.float32), {"reward_acc_sum": (margin > 0).sum().astype(jnp.float32)}
 
 
-def sequence_logprobs(model, batch):
+def sequence_logprobs(model, batch, chunk: int = 0):
     """Summed target log-probabilities per sequence of a paired DPO batch (the reference pass)."""
     batch = paired(batch)
-    logp, _ = token_logprobs(forward(model, batch), batch["targets"])
+    logp, _ = target_logprobs(model, batch, chunk=chunk)
     return (logp * batch["loss_mask"]).sum(-1)
 
 

@@ -121,8 +121,9 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
         extra = {}
         if t.objective == "dpo":
             ref = nnx.merge(graphdef, fz["ref"], fz["model"])
-            extra["ref_logps"] = jax.lax.stop_gradient(sequence_logprobs(ref, mb))
-        total, n, aux = objective(m, mb, rng=rng if dropout else None, z_loss=t.z_loss, beta=t.dpo_beta, **extra)
+            extra["ref_logps"] = jax.lax.stop_gradient(sequence_logprobs(ref, mb, t.logits_chunk))
+        total, n, aux = objective(m, mb, rng=rng if dropout else None, z_loss=t.z_loss, beta=t.dpo_beta,
+                                  chunk=t.logits_chunk, **extra)
         return total, (n, aux)
 
     grad_fn = jax.value_and_grad(loss_parts, has_aux=True)

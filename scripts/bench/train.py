@@ -1,7 +1,7 @@
 """Training-step throughput: jaxadapt (full, LoRA) vs transformers (full) and transformers + peft (LoRA), float32,
 SmolLM2-135M shapes, batch 4 x 256, AdamW.
 
-    .venv/bin/python scripts/bench/train.py [--batch 4] [--seq 256] [--steps 3] [--warmup 1]
+    .venv/bin/python scripts/bench/train.py [--batch 4] [--seq 256] [--steps 3] [--warmup 1] [--logits-chunk 0]
 
 Both load the real SmolLM2-135M-Instruct weights (transformers ran ~30x slower on randomly initialised
 weights here, which would flatter jaxadapt). LoRA is r=8, alpha=32 on all 7 projections in both
@@ -25,7 +25,7 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 IMPLS = ("jaxadapt-full", "hf-full", "jaxadapt-lora", "hf+peft-lora")
 
 
-def jax_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
+def jax_worker(cfg, mode: str, ids, warmup: int, steps: int, logits_chunk: int = 0) -> dict:
     import jax
     import numpy as np
 
@@ -39,7 +39,7 @@ def jax_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
 
     b, t = ids.shape[0], ids.shape[1] - 1
     rc = RunConfig(model=ModelSection(path=PRESET), optim=OptimConfig(learning_rate=LR),
-                   train=TrainConfig(trainable=mode, steps=1000, batch_size=b, seq_len=t),
+                   train=TrainConfig(trainable=mode, steps=1000, batch_size=b, seq_len=t, logits_chunk=logits_chunk),
                    lora=LoraConfig(rank=RANK, alpha=ALPHA, targets=TARGETS))
     model = load_pretrained(smollm2_dir())
     if mode == "lora":
@@ -93,15 +93,18 @@ def hf_worker(cfg, mode: str, ids, warmup: int, steps: int) -> dict:
     return {"tokens_per_s": ids.shape[0] * (ids.shape[1] - 1) / sec}
 
 
-def worker(impl: str, batch: int, seq: int, warmup: int, steps: int) -> None:
+def worker(impl: str, batch: int, seq: int, warmup: int, steps: int, logits_chunk: int) -> None:
     import numpy as np
 
     from jaxadapt.config.presets import model_preset
 
     cfg = model_preset(PRESET)
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq + 1))
-    run = jax_worker if impl.startswith("jaxadapt") else hf_worker
-    out = run(cfg, "lora" if impl.endswith("lora") else "full", ids, warmup, steps)
+    mode = "lora" if impl.endswith("lora") else "full"
+    if impl.startswith("jaxadapt"):
+        out = jax_worker(cfg, mode, ids, warmup, steps, logits_chunk)
+    else:
+        out = hf_worker(cfg, mode, ids, warmup, steps)
     emit({"impl": impl, **out, "peak_rss_mb": peak_rss_mb()})
 
 
@@ -111,11 +114,13 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (the jit compile is one)")
+    ap.add_argument("--logits-chunk", type=int, default=0, help="jaxadapt's train.logits_chunk (0: all at once)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    args = ("--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps), "--warmup", str(a.warmup))
+    args = ("--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps), "--warmup", str(a.warmup),
+            "--logits-chunk", str(a.logits_chunk))
     if a.worker:
-        return worker(a.worker, a.batch, a.seq, a.warmup, a.steps)
+        return worker(a.worker, a.batch, a.seq, a.warmup, a.steps, a.logits_chunk)
     rows = {impl: run_worker(__file__, impl, *args) for impl in IMPLS}
     print(f"train step (AdamW), {PRESET} shapes, float32, batch {a.batch} x {a.seq}, {os.cpu_count()} CPU threads, "
           f"median of {a.steps} steps after {a.warmup} warmup; MFU against each worker's measured matmul ceiling")

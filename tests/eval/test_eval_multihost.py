@@ -3,7 +3,6 @@ process with 8 devices scores: bits per byte and multiple choice, written once b
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -45,12 +44,11 @@ def test_two_processes_score_like_one(tmp_path):
         assert got["bpb"][name]["tokens"] == want["bpb"][name]["tokens"]
         assert got["bpb"][name]["bpb"] == pytest.approx(want["bpb"][name]["bpb"], rel=1e-6)
     assert got["mc"] == want["mc"] and got["mc"]["task"]["items"] == 11
-    # They really ran as one job (jax.distributed's CPU collectives log each rank joining), and both printed
-    # the same table. Gloo writes from C++ while Python's stdout is block-buffered, so its lines land anywhere in
-    # the pipe, even inside a table line: cut them out by pattern before comparing.
-    tables = []
+    # They really ran as one job (jax.distributed's CPU collectives log each rank joining), and each printed the
+    # single process's table. Gloo's log lines come from several C++ threads in fragments that can land in front of
+    # any line, so look for every table row as a substring.
+    rows = single.stdout.strip().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("corpus") and "[Gloo]" not in single.stdout
     for out, _ in outs:
         assert "[Gloo] Rank" in out
-        table = re.sub(r"\[Gloo\][^\n]*?peer ranks is : \d+", "", out)
-        tables.append([line for line in table.splitlines() if line.strip()])
-    assert tables[0] == tables[1] and tables[0][0].startswith("corpus")
+        assert all(row in out for row in rows), (rows, out)
