@@ -116,11 +116,14 @@ def plan(
     device_memory_gb: Optional[float] = typer.Option(None, help="Memory per device in GiB (default: --device's)."),
     logits_chunk: int = typer.Option(0, help="LM head + cross-entropy this many positions at a time "
                                              "(train.logits_chunk); 0: all at once."),
+    attention_chunk: int = typer.Option(0, help="Training attention this many queries at a time "
+                                                "(model.attention_chunk); 0: all at once."),
 ):
     """Compile the train step ahead of time for a simulated mesh: per-device memory and FLOPs, no weights needed."""
     from jaxadapt.train.plan import plan_command
 
-    typer.echo(plan_command(model, mesh, trainable, batch, seq, dtype, remat, device, device_memory_gb, logits_chunk))
+    typer.echo(plan_command(model, mesh, trainable, batch, seq, dtype, remat, device, device_memory_gb, logits_chunk,
+                            attention_chunk))
 
 
 @app.command("eval")

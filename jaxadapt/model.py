@@ -44,10 +44,14 @@ class Runtime:
     compute_dtype: str = "float32"
     remat: str = "none"  # a key of REMAT_POLICIES
     attention_impl: str | None = None  # passed to jax.nn.dot_product_attention ('xla', 'cudnn', None = auto)
+    attention_chunk: int = 0  # queries per chunk in training attention (see chunked_attention); 0 = all at once
 
     def __post_init__(self):
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat={self.remat!r} is not one of {sorted(REMAT_POLICIES)}")
+        if self.attention_chunk < 0:
+            raise ValueError(f"attention_chunk={self.attention_chunk}; expected 0 (off) or a positive divisor of the "
+                             "sequence length")
         for key in ("param_dtype", "compute_dtype"):
             if getattr(self, key) not in ("float32", "bfloat16", "float16"):
                 raise ValueError(f"{key}={getattr(self, key)!r}; expected float32, bfloat16 or float16")
@@ -200,6 +204,25 @@ def cached_attention(q, k, v, kv, layer, index, mask):
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d), (cache_k, cache_v)
 
 
+def chunked_attention(q, k, v, mask, chunk: int, impl=None):
+    """jax.nn.dot_product_attention over `chunk` queries at a time, recomputed in the backward pass: the attention
+    weights held at once are [batch, heads, chunk, keys] instead of [batch, heads, queries, keys], which is what
+    dominates a long-sequence step's memory where no fused attention kernel applies. Each query row's softmax is
+    the same computation as unchunked. q [batch, t, heads, d] with t a multiple of chunk; mask [batch, 1, t, keys]."""
+    b, t, h, d = q.shape
+    if t % chunk:
+        raise ValueError(f"attention_chunk={chunk} does not divide the sequence length {t}")
+    qs = q.reshape(b, t // chunk, chunk, h, d).swapaxes(0, 1)
+    masks = mask.reshape(b, mask.shape[1], t // chunk, chunk, -1).transpose(2, 0, 1, 3, 4)
+
+    @jax.checkpoint
+    def one(_, xs):
+        return None, jax.nn.dot_product_attention(xs[0], k, v, mask=xs[1], implementation=impl)
+
+    _, out = jax.lax.scan(one, None, (qs, masks))
+    return out.swapaxes(0, 1).reshape(b, t, h, d)
+
+
 class Attention(nnx.Module):
     def __init__(self, cfg: ModelConfig, rt: Runtime, rngs: nnx.Rngs):
         kw = dict(cfg=cfg, rt=rt, rngs=rngs)
@@ -207,7 +230,7 @@ class Attention(nnx.Module):
         self.k_proj = Linear(cfg.hidden_size, cfg.kv_dim, bias=cfg.attention_bias, **kw)
         self.v_proj = Linear(cfg.hidden_size, cfg.kv_dim, bias=cfg.attention_bias, **kw)
         self.o_proj = Linear(cfg.q_dim, cfg.hidden_size, bias=cfg.o_proj_bias, **kw)
-        self.cfg, self.impl = cfg, rt.attention_impl
+        self.cfg, self.impl, self.chunk = cfg, rt.attention_impl, rt.attention_chunk
 
     def __call__(self, x, cos, sin, mask, rng=None, kv=None, layer=None, write_at=None):
         """-> (output, kv). With `kv`, the stacked cache, the new keys/values are written into `layer`'s slots from
@@ -219,7 +242,9 @@ class Attention(nnx.Module):
         k = self.k_proj(x, r[1]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         v = self.v_proj(x, r[2]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is None:
+        if kv is None and 0 < self.chunk < t:
+            out = chunked_attention(q, k, v, mask, self.chunk, self.impl)
+        elif kv is None:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
         else:
             out, kv = cached_attention(q, k, v, kv, layer, write_at, mask)

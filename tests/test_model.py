@@ -35,15 +35,18 @@ def test_logits_match_transformers(family, hf_dir):
 
 
 @pytest.mark.parametrize("family_name", ["llama_gqa", "mistral_sliding"])
-def test_packed_documents_equal_separate_runs(family_name, hf_dir):
-    """Two documents packed in one row (segment ids, restarted positions) give each document's own logits."""
+@pytest.mark.parametrize("attention_chunk", [0, 32])
+def test_packed_documents_equal_separate_runs(family_name, attention_chunk, hf_dir):
+    """Two documents packed in one row (segment ids, restarted positions) give each document's own logits; also
+    with the training attention run 32 queries at a time (Runtime.attention_chunk)."""
     path, ref_model = hf_dir(family_name)
     rng = np.random.default_rng(1)
     a, b = rng.integers(0, 300, 170), rng.integers(0, 300, 110)
     ids = np.concatenate([a, b, np.zeros(8, int)])[None]
     segs = np.concatenate([np.full(170, 1), np.full(110, 2), np.zeros(8, int)])[None]
     pos = np.concatenate([np.arange(170), np.arange(110), np.zeros(8, int)])[None]
-    out = _forward(load_pretrained(path), ids, (segs > 0).astype(int), pos, segs)
+    out = _forward(load_pretrained(path, runtime=Runtime(attention_chunk=attention_chunk)), ids,
+                   (segs > 0).astype(int), pos, segs)
     with torch.no_grad():
         ref_a = ref_model(torch.tensor(a[None])).logits.numpy()[0]
         ref_b = ref_model(torch.tensor(b[None])).logits.numpy()[0]
@@ -75,8 +78,9 @@ def test_bfloat16_compute_is_close(hf_dir):
     assert np.abs(out - ref).mean() < 0.1 * np.abs(ref).mean()
 
 
-@pytest.mark.parametrize("remat", ["none", "full", "dots", "dots_no_batch"])
-def test_remat_policies_give_identical_gradients(remat):
+@pytest.mark.parametrize("remat, attention_chunk", [("none", 0), ("full", 0), ("dots", 0), ("dots_no_batch", 0),
+                                                    ("none", 4), ("full", 4)])
+def test_remat_policies_give_identical_gradients(remat, attention_chunk):
     cfg = ModelConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=8)
     ids = jnp.asarray(np.random.default_rng(4).integers(0, 128, (2, 16)))
@@ -87,7 +91,7 @@ def test_remat_policies_give_identical_gradients(remat):
         return nnx.grad(lambda m: m(ids).mean())(model)
 
     base = jax.tree.leaves(grads(Runtime()))
-    other = jax.tree.leaves(grads(Runtime(remat=remat)))
+    other = jax.tree.leaves(grads(Runtime(remat=remat, attention_chunk=attention_chunk)))
     for x, y in zip(base, other):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
 

@@ -88,6 +88,8 @@ class ModelSection:
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+    attention_impl: Literal["xla", "cudnn"] | None = None  # jax.nn.dot_product_attention's; None: its own choice
+    attention_chunk: int = 0  # queries per chunk of training attention, recomputed in the backward; 0: all at once
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ def validate(cfg: RunConfig) -> None:
     for key in ("steps", "batch_size", "grad_accum", "seq_len"):
         if getattr(t, key) < 1:
             raise UserError(f"train.{key}={getattr(t, key)}: expected a positive integer")
+    if cfg.model.attention_chunk < 0 or (cfg.model.attention_chunk and t.seq_len % cfg.model.attention_chunk):
+        raise UserError(f"model.attention_chunk={cfg.model.attention_chunk}: expected 0 (no chunking) or a divisor "
+                        f"of train.seq_len={t.seq_len}")
     if t.logits_chunk < 0 or (t.logits_chunk and t.seq_len % t.logits_chunk):
         raise UserError(f"train.logits_chunk={t.logits_chunk}: expected 0 (no chunking) or a divisor of "
                         f"train.seq_len={t.seq_len}")

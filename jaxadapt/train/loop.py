@@ -83,7 +83,8 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
     if jax.process_index() == 0:
         save_resolved(cfg, rdir)
 
-    rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat)
+    rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
+                 attention_impl=cfg.model.attention_impl, attention_chunk=cfg.model.attention_chunk)
     model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=t.seed)
     old_vocab = old_vocab_size(cfg.model.path, t.old_vocab_size) if "new_rows" in parts else None
     if "lora" in parts:

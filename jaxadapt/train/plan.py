@@ -40,7 +40,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 
 def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str,
-               logits_chunk: int = 0) -> None:
+               logits_chunk: int = 0, attention_chunk: int = 0) -> None:
     """Reject bad input in the parent, before a subprocess and a compile are paid for."""
     from jaxadapt.train.config import trainable_parts
 
@@ -51,8 +51,9 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
     for name, value in (("--batch", batch), ("--seq", seq)):
         if value < 1:
             raise UserError(f"{name}={value}: expected a positive integer")
-    if logits_chunk < 0 or (logits_chunk and seq % logits_chunk):
-        raise UserError(f"--logits-chunk={logits_chunk}: expected 0 (no chunking) or a divisor of --seq={seq}")
+    for name, value in (("--logits-chunk", logits_chunk), ("--attention-chunk", attention_chunk)):
+        if value < 0 or (value and seq % value):
+            raise UserError(f"{name}={value}: expected 0 (no chunking) or a divisor of --seq={seq}")
     for name, value, allowed in (("--dtype", dtype, DTYPES), ("--remat", remat, REMATS),
                                  ("--device", device, tuple(DEVICE_MEMORY_GB))):
         if value not in allowed:
@@ -60,7 +61,7 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
 
 
 def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str = "float32",
-                 remat: str = "none", logits_chunk: int = 0) -> dict:
+                 remat: str = "none", logits_chunk: int = 0, attention_chunk: int = 0) -> dict:
     """Compile the train step for `mesh` on this process's devices (the first data*fsdp*tensor of them) and
     return per-device memory (bytes) and FLOPs per step."""
     import jax
@@ -82,11 +83,12 @@ def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, s
     if len(devices) < n:
         raise UserError(f"mesh {mesh} needs {n} devices, this process has {len(devices)}")
     jmesh = make_mesh(mesh["data"], mesh["fsdp"], mesh["tensor"], devices=devices[:n])
-    rc = RunConfig(model=ModelSection(path=model, param_dtype=dtype, compute_dtype=dtype, remat=remat),
+    rc = RunConfig(model=ModelSection(path=model, param_dtype=dtype, compute_dtype=dtype, remat=remat,
+                                      attention_chunk=attention_chunk),
                    train=TrainConfig(trainable=trainable, batch_size=batch, seq_len=seq, logits_chunk=logits_chunk),
                    lora=LoraConfig())
     check_batch_divides(rc, jmesh)
-    rt = Runtime(param_dtype=dtype, compute_dtype=dtype, remat=remat)
+    rt = Runtime(param_dtype=dtype, compute_dtype=dtype, remat=remat, attention_chunk=attention_chunk)
 
     def build():
         m = LlamaForCausalLM(cfg, rt, rngs=nnx.Rngs(0))
@@ -122,12 +124,13 @@ def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, s
 
 
 def report(plan: dict, model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str,
-           remat: str, device: str, device_memory_gb: float, logits_chunk: int = 0) -> str:
+           remat: str, device: str, device_memory_gb: float, logits_chunk: int = 0, attention_chunk: int = 0) -> str:
     fits = plan["total"] <= device_memory_gb * 1024 ** 3
     mesh_s = ",".join(f"{k}={v}" for k, v in mesh.items())
     return "\n".join([
         f"plan: {model}, mesh {mesh_s} ({plan['devices']} devices), trainable={trainable}, batch {batch} x {seq}, "
-        f"{dtype}, remat={remat}" + (f", logits in chunks of {logits_chunk} positions" if logits_chunk else ""),
+        f"{dtype}, remat={remat}" + (f", logits in chunks of {logits_chunk} positions" if logits_chunk else "")
+        + (f", attention in chunks of {attention_chunk} queries" if attention_chunk else ""),
         f"params: {plan['trainable_params'] / 1e6:,.1f}M trainable, {plan['frozen_params'] / 1e6:,.1f}M frozen",
         "per-device memory (XLA memory_analysis):",
         f"  arguments  {_size(plan['arguments'])}  (state + frozen params + batch)",
@@ -149,18 +152,18 @@ def _size(n: float) -> str:
 
 
 def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: int, dtype: str, remat: str,
-                 device: str, device_memory_gb: float | None, logits_chunk: int = 0) -> str:
+                 device: str, device_memory_gb: float | None, logits_chunk: int = 0, attention_chunk: int = 0) -> str:
     """Validate, then compile in a subprocess with N simulated devices; the printable report."""
     from jaxadapt.config.presets import model_preset
 
     mesh = parse_mesh(mesh_spec)
-    check_args(trainable, batch, seq, dtype, remat, device, logits_chunk)
+    check_args(trainable, batch, seq, dtype, remat, device, logits_chunk, attention_chunk)
     model_preset(model)  # an unknown preset or a missing file fails here, before the subprocess
     n = math.prod(mesh.values())
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     flags.append(f"--xla_force_host_platform_device_count={n}")
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
-    args = json.dumps([model, mesh, trainable, batch, seq, dtype, remat, logits_chunk])
+    args = json.dumps([model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk])
     proc = subprocess.run([sys.executable, "-m", "jaxadapt.train.plan", args], capture_output=True, text=True,
                           env=env)
     last = proc.stdout.strip().splitlines()[-1:] or [""]
@@ -170,14 +173,14 @@ def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: in
     if "error" in result:
         raise UserError(result["error"])
     gb = device_memory_gb if device_memory_gb is not None else DEVICE_MEMORY_GB[device]
-    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb, logits_chunk)
+    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb, logits_chunk, attention_chunk)
 
 
 def _child(argv: list[str]) -> None:
     """The subprocess: compile and print one JSON line (a UserError becomes {"error": ...})."""
-    model, mesh, trainable, batch, seq, dtype, remat, logits_chunk = json.loads(argv[0])
+    model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk = json.loads(argv[0])
     try:
-        out = compile_plan(model, mesh, trainable, batch, seq, dtype, remat, logits_chunk)
+        out = compile_plan(model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk)
     except UserError as e:
         out = {"error": str(e)}
     print(json.dumps(out), flush=True)

@@ -176,6 +176,8 @@ def test_lora_merge_and_peft_export_match(tmp_path, hf_dir):
     (dict(lora=LoraConfig(targets=("q_proj", "qkv"))), "unknown module(s) ['qkv']"),
     (dict(train=TrainConfig(seq_len=1000, logits_chunk=64)),
      "train.logits_chunk=64: expected 0 (no chunking) or a divisor of train.seq_len=1000"),
+    (dict(model=ModelSection(path="x", attention_chunk=48)),
+     "model.attention_chunk=48: expected 0 (no chunking) or a divisor of train.seq_len=1024"),
     (dict(train=TrainConfig(objective="dpo"), data=DataConfig(sources=(SourceConfig("x", ("x.jsonl",)),))),
      "train.objective='dpo' needs data.task='dpo', got data.task='pretrain'"),
 ])
