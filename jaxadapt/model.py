@@ -204,23 +204,29 @@ def cached_attention(q, k, v, kv, layer, index, mask):
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d), (cache_k, cache_v)
 
 
-def chunked_attention(q, k, v, mask, chunk: int, impl=None):
-    """jax.nn.dot_product_attention over `chunk` queries at a time, recomputed in the backward pass: the attention
-    weights held at once are [batch, heads, chunk, keys] instead of [batch, heads, queries, keys], which is what
-    dominates a long-sequence step's memory where no fused attention kernel applies. Each query row's softmax is
-    the same computation as unchunked. q [batch, t, heads, d] with t a multiple of chunk; mask [batch, 1, t, keys]."""
-    b, t, h, d = q.shape
+def remat_chunks(fn, chunk: int, *xs):
+    """fn applied to successive `chunk`-long slices of axis 1 of every x, one slice at a time in a scan and under
+    jax.checkpoint (the backward pass recomputes each slice's intermediates instead of keeping them), -> fn's
+    outputs put back together along axis 1. What a step holds at once shrinks by t / chunk for whatever fn builds."""
+    t = xs[0].shape[1]
     if t % chunk:
-        raise ValueError(f"attention_chunk={chunk} does not divide the sequence length {t}")
-    qs = q.reshape(b, t // chunk, chunk, h, d).swapaxes(0, 1)
-    masks = mask.reshape(b, mask.shape[1], t // chunk, chunk, -1).transpose(2, 0, 1, 3, 4)
+        raise ValueError(f"chunk={chunk} does not divide the sequence length {t}")
 
-    @jax.checkpoint
-    def one(_, xs):
-        return None, jax.nn.dot_product_attention(xs[0], k, v, mask=xs[1], implementation=impl)
+    def split(x):
+        return x.reshape(x.shape[0], t // chunk, chunk, *x.shape[2:]).swapaxes(0, 1)
 
-    _, out = jax.lax.scan(one, None, (qs, masks))
-    return out.swapaxes(0, 1).reshape(b, t, h, d)
+    _, out = jax.lax.scan(jax.checkpoint(lambda _, c: (None, fn(*c))), None, tuple(map(split, xs)))
+    return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(y.shape[1], t, *y.shape[3:]), out)
+
+
+def chunked_attention(q, k, v, mask, chunk: int, impl=None):
+    """jax.nn.dot_product_attention over `chunk` queries at a time (remat_chunks): the attention weights held at once
+    are [batch, heads, chunk, keys] instead of [batch, heads, queries, keys], which is what dominates a long
+    sequence's step where no fused attention kernel applies. Each query row's softmax is the same computation as
+    unchunked. q [batch, t, heads, d]; mask [batch, 1, t, keys]."""
+    return remat_chunks(lambda qc, mc: jax.nn.dot_product_attention(qc, k, v, mask=mc.swapaxes(1, 2),
+                                                                    implementation=impl),
+                        chunk, q, mask.swapaxes(1, 2))
 
 
 class Attention(nnx.Module):

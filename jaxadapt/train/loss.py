@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxadapt.model import project
+from jaxadapt.model import project, remat_chunks
 
 
 def token_logprobs(logits, targets):
@@ -36,18 +36,9 @@ def target_logprobs(model, batch, rng=None, chunk: int = 0):
     h = model.hidden_states(batch["input_ids"], attention_mask=batch["segment_ids"] > 0,
                             positions=batch["positions"], segment_ids=batch["segment_ids"], rng=rng)
     head, targets = model.head(), batch["targets"]
-    b, t, d = h.shape
-    if chunk <= 0 or chunk >= t:
+    if chunk <= 0 or chunk >= h.shape[1]:
         return token_logprobs(project(h, head), targets)
-
-    @jax.checkpoint
-    def one(_, xs):
-        h_chunk, target_chunk = xs
-        return None, token_logprobs(project(h_chunk, head), target_chunk)
-
-    xs = (h.reshape(b, t // chunk, chunk, d).swapaxes(0, 1), targets.reshape(b, t // chunk, chunk).swapaxes(0, 1))
-    _, (logp, lse) = jax.lax.scan(one, None, xs)
-    return logp.swapaxes(0, 1).reshape(b, t), lse.swapaxes(0, 1).reshape(b, t)
+    return remat_chunks(lambda hc, tc: token_logprobs(project(hc, head), tc), chunk, h, targets)
 
 
 def clm_loss(model, batch, rng=None, z_loss: float = 0.0, chunk: int = 0, **_):
