@@ -207,8 +207,11 @@ def cached_attention(q, k, v, kv, layer, index, mask):
 def remat_chunks(fn, chunk: int, *xs):
     """fn applied to successive `chunk`-long slices of axis 1 of every x, one slice at a time in a scan and under
     jax.checkpoint (the backward pass recomputes each slice's intermediates instead of keeping them), -> fn's
-    outputs put back together along axis 1. What a step holds at once shrinks by t / chunk for whatever fn builds."""
+    outputs put back together along axis 1. What a step holds at once shrinks by t / chunk for whatever fn builds.
+    chunk 0 (or >= t) is fn on the whole arrays, as if unchunked."""
     t = xs[0].shape[1]
+    if not 0 < chunk < t:
+        return fn(*xs)
     if t % chunk:
         raise ValueError(f"chunk={chunk} does not divide the sequence length {t}")
 
@@ -223,7 +226,7 @@ def chunked_attention(q, k, v, mask, chunk: int, impl=None):
     """jax.nn.dot_product_attention over `chunk` queries at a time (remat_chunks): the attention weights held at once
     are [batch, heads, chunk, keys] instead of [batch, heads, queries, keys], which is what dominates a long
     sequence's step where no fused attention kernel applies. Each query row's softmax is the same computation as
-    unchunked. q [batch, t, heads, d]; mask [batch, 1, t, keys]."""
+    unchunked; chunk 0 attends all queries at once. q [batch, t, heads, d]; mask [batch, 1, t, keys]."""
     return remat_chunks(lambda qc, mc: jax.nn.dot_product_attention(qc, k, v, mask=mc.swapaxes(1, 2),
                                                                     implementation=impl),
                         chunk, q, mask.swapaxes(1, 2))
@@ -248,10 +251,8 @@ class Attention(nnx.Module):
         k = self.k_proj(x, r[1]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         v = self.v_proj(x, r[2]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is None and 0 < self.chunk < t:
+        if kv is None:
             out = chunked_attention(q, k, v, mask, self.chunk, self.impl)
-        elif kv is None:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.impl)
         else:
             out, kv = cached_attention(q, k, v, kv, layer, write_at, mask)
         return self.o_proj(out.reshape(b, t, c.q_dim), r[3]), kv

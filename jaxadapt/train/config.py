@@ -126,12 +126,9 @@ def validate(cfg: RunConfig) -> None:
     for key in ("steps", "batch_size", "grad_accum", "seq_len"):
         if getattr(t, key) < 1:
             raise UserError(f"train.{key}={getattr(t, key)}: expected a positive integer")
-    if cfg.model.attention_chunk < 0 or (cfg.model.attention_chunk and t.seq_len % cfg.model.attention_chunk):
-        raise UserError(f"model.attention_chunk={cfg.model.attention_chunk}: expected 0 (no chunking) or a divisor "
-                        f"of train.seq_len={t.seq_len}")
-    if t.logits_chunk < 0 or (t.logits_chunk and t.seq_len % t.logits_chunk):
-        raise UserError(f"train.logits_chunk={t.logits_chunk}: expected 0 (no chunking) or a divisor of "
-                        f"train.seq_len={t.seq_len}")
+    for key, chunk in (("model.attention_chunk", cfg.model.attention_chunk), ("train.logits_chunk", t.logits_chunk)):
+        if chunk < 0 or (chunk and t.seq_len % chunk):
+            raise UserError(f"{key}={chunk}: expected 0 (no chunking) or a divisor of train.seq_len={t.seq_len}")
     if t.batch_size % t.grad_accum:
         raise UserError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     bad = sorted(set(cfg.lora.targets) - set(LORA_TARGETS))

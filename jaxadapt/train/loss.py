@@ -35,10 +35,8 @@ def target_logprobs(model, batch, rng=None, chunk: int = 0):
     [batch, seq, vocab]: at Llama-3's 128K vocabulary, 8 x 4096 positions of logits are 16 GiB."""
     h = model.hidden_states(batch["input_ids"], attention_mask=batch["segment_ids"] > 0,
                             positions=batch["positions"], segment_ids=batch["segment_ids"], rng=rng)
-    head, targets = model.head(), batch["targets"]
-    if chunk <= 0 or chunk >= h.shape[1]:
-        return token_logprobs(project(h, head), targets)
-    return remat_chunks(lambda hc, tc: token_logprobs(project(hc, head), tc), chunk, h, targets)
+    head = model.head()
+    return remat_chunks(lambda hc, tc: token_logprobs(project(hc, head), tc), chunk, h, batch["targets"])
 
 
 def clm_loss(model, batch, rng=None, z_loss: float = 0.0, chunk: int = 0, **_):
