@@ -139,11 +139,14 @@ def eval_cmd(
     batch_size: int = typer.Option(8, help="Rows per forward pass (rounded up to a multiple of the data shards)."),
     fewshot: int = typer.Option(0, help="Examples (other items of the task) in front of each MC context."),
     max_docs: int = typer.Option(0, help="Score at most this many documents per corpus (0: all)."),
+    logits_chunk: Optional[int] = typer.Option(None, help="Positions per LM-head pass: 0 = all at once, else a "
+                                                            "power of two (default: what keeps a device's float32 "
+                                                            "logits under 1 GiB)."),
 ):
     """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks."""
     from jaxadapt.eval.command import format_results, run_eval, write_json
 
-    res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs)
+    res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk)
     typer.echo(format_results(res))
     if json_out is not None:
         write_json(res, json_out)

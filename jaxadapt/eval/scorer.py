@@ -5,6 +5,11 @@ right-padded to a power-of-two length (few compilations, little padding) and sha
 (data, fsdp). Every row is its own sequence: positions start at 0 and attention is causal within the row.
 Multi-process: every process reads the same rows, builds the global batch from its own copy (each device takes
 its slice) and gets the replicated sums back, so all processes agree on every number.
+
+The LM head and the softmax run `logits_chunk` positions at a time (jaxadapt.train.loss.target_logprobs): at
+Llama-3's 128K vocabulary, 8 rows x 4096 positions of float32 logits are 16 GiB, more than the model. By default
+the chunk is the largest power of two that keeps one device's logits under LOGITS_BUDGET (whole rows when they
+fit). Widths and chunks are powers of two, so a chunk divides every width it is smaller than.
 """
 
 from __future__ import annotations
@@ -21,29 +26,56 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from jaxadapt.train.loss import token_logprobs
+from jaxadapt.errors import UserError
+from jaxadapt.train.loss import target_logprobs
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray]  # input ids, targets, score mask (bool)
+LOGITS_BUDGET = 1 << 30  # bytes of float32 logits one device holds at once by default
+
+
+def check_logits_chunk(chunk: int | None, name: str = "logits_chunk") -> None:
+    if chunk is not None and (chunk < 0 or chunk & (chunk - 1)):
+        raise UserError(f"{name} {chunk}: expected 0 (all positions at once) or a power of two")
+
+
+def auto_chunk(rows: int, width: int, vocab: int, budget: int = LOGITS_BUDGET) -> int:
+    """Positions per LM-head pass for `rows` rows (per device) of `width` positions: 0 (all at once) when the
+    [rows, width, vocab] float32 logits fit `budget` bytes, else the largest power of two that fits (at least 1)."""
+    if rows * width * vocab * 4 <= budget:
+        return 0
+    chunk = 1
+    while chunk * 2 < width and rows * chunk * 2 * vocab * 4 <= budget:
+        chunk *= 2
+    return chunk
 
 
 class Scorer:
     """A model split once into graph and state, so every batch reuses one compiled function per padded length."""
 
-    def __init__(self, model, mesh, batch_size: int):
+    def __init__(self, model, mesh, batch_size: int, logits_chunk: int | None = None):
+        """logits_chunk: positions per LM-head pass, 0 = all at once, None = auto_chunk per batch width."""
+        check_logits_chunk(logits_chunk)
         graphdef, self.state = nnx.split(model)
         shards = mesh.shape["data"] * mesh.shape["fsdp"]
         self.batch_size = -(-max(batch_size, 1) // shards) * shards  # the batch axis must divide over the shards
         self.sharding = NamedSharding(mesh, P(("data", "fsdp")))
+        self.logits_chunk, self.vocab, self.shards = logits_chunk, model.config.vocab_size, shards
 
-        @partial(jax.jit, out_shardings=NamedSharding(mesh, P()))  # replicated: readable on every process
-        def score(state, ids, targets, scored, valid):
-            m = nnx.merge(graphdef, state)
-            positions = jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)
-            logits = m(ids, attention_mask=valid, positions=positions, segment_ids=valid.astype(jnp.int32))
-            logp, _ = token_logprobs(logits, targets)
+        # out_shardings replicated: the sums are readable on every process
+        @partial(jax.jit, static_argnames="chunk", out_shardings=NamedSharding(mesh, P()))
+        def score(state, ids, targets, scored, valid, chunk):
+            segments = valid.astype(jnp.int32)
+            batch = {"input_ids": ids, "targets": targets, "segment_ids": segments,
+                     "positions": jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)}
+            logp, _ = target_logprobs(nnx.merge(graphdef, state), batch, chunk=chunk)
             return jnp.where(scored, logp, 0.0).sum(-1)  # where, not *: padded rows may hold NaN
 
         self._score = score
+
+    def chunk_for(self, width: int) -> int:
+        if self.logits_chunk is not None:
+            return self.logits_chunk
+        return auto_chunk(self.batch_size // self.shards, width, self.vocab)
 
     def logprobs(self, rows: list[Row], desc: str) -> np.ndarray:
         """Summed log-probability of the scored targets of each row (float64, in the order given)."""
@@ -59,6 +91,6 @@ class Scorer:
                 n = len(ids)
                 arrays[0, j, :n], arrays[1, j, :n], arrays[2, j, :n], arrays[3, j, :n] = ids, targets, scored, 1
             dev = [jax.make_array_from_callback(a.shape, self.sharding, lambda index, a=a: a[index]) for a in arrays]
-            sums = self._score(self.state, dev[0], dev[1], dev[2] > 0, dev[3] > 0)
+            sums = self._score(self.state, dev[0], dev[1], dev[2] > 0, dev[3] > 0, chunk=self.chunk_for(width))
             out[idx] = np.asarray(jax.device_get(sums), np.float64)[:len(idx)]
         return out

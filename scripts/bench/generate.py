@@ -7,6 +7,10 @@ The real SmolLM2-135M-Instruct (jaxadapt.assets.smollm2_dir; transformers with r
 generates all new tokens. tokens/s = batch * new tokens / wall time of one whole generate call (prefill
 included), median of --iters after a warm-up call that also compiles. Each (implementation, batch) runs in its own
 process with the same number of threads.
+
+Every decoded token reads all the weights once, so a step can't take less than weight bytes / read bandwidth. A
+last worker measures that floor on this machine (the best of several multi-threaded sums over a buffer the size of
+the weights) and the script prints the best ratio it allows: transformers' ms per step / floor ms.
 """
 
 from __future__ import annotations
@@ -56,6 +60,28 @@ def worker(impl: str, batch: int, new_tokens: int, prompt_len: int, iters: int) 
           "peak_rss_mb": peak_rss_mb()})
 
 
+def floor_worker(iters: int = 10) -> None:
+    """The weight bytes of one decode step and the fastest read of that many bytes (torch sum, all threads)."""
+    import time
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from jaxadapt.assets import smollm2_dir
+
+    torch.set_num_threads(os.cpu_count())
+    model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), dtype=torch.float32)
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters())  # tied embeddings count once
+    del model
+    buf = torch.ones(nbytes // 4, dtype=torch.float32)
+    best = float("inf")
+    for _ in range(iters):
+        t = time.perf_counter()
+        buf.sum()
+        best = min(best, time.perf_counter() - t)
+    emit({"weight_mb": nbytes / 1e6, "read_gb_s": nbytes / best / 1e9, "floor_ms": 1e3 * best})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", default="1,8")
@@ -65,18 +91,25 @@ def main() -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker == "floor":
+        return floor_worker()
     if a.worker:
         return worker(a.worker, a.batch, a.new_tokens, a.prompt_len, a.iters)
     rows = [run_worker(__file__, impl, "--batch", b, "--new-tokens", str(a.new_tokens), "--prompt-len",
                        str(a.prompt_len), "--iters", str(a.iters))
             for b in a.batches.split(",") for impl in ("jaxadapt", "transformers")]
+    floor = run_worker(__file__, "floor")
     print(f"greedy decode, SmolLM2-135M-Instruct, float32, prompt {a.prompt_len} + {a.new_tokens} new tokens, "
           f"{os.cpu_count()} CPU threads")
     print_table(rows, [("impl", "impl", "s"), ("batch", "batch", "d"), ("tokens_per_s", "tokens/s", ".1f"),
                        ("ms_per_step", "ms/step", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
+    print(f"memory floor: {floor['weight_mb']:.0f} MB of weights per step / {floor['read_gb_s']:.1f} GB/s read = "
+          f"{floor['floor_ms']:.1f} ms per step")
     for jax_row, torch_row in zip(rows[::2], rows[1::2]):
         print(f"batch {jax_row['batch']}: ratio jaxadapt / transformers: "
-              f"{jax_row['tokens_per_s'] / torch_row['tokens_per_s']:.2f}x")
+              f"{jax_row['tokens_per_s'] / torch_row['tokens_per_s']:.2f}x (the floor allows at most "
+              f"{torch_row['ms_per_step'] / floor['floor_ms']:.2f}x; jaxadapt is at "
+              f"{floor['floor_ms'] / jax_row['ms_per_step']:.0%} of it)")
 
 
 if __name__ == "__main__":

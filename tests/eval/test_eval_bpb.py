@@ -41,19 +41,29 @@ def write_corpus(path, texts):
     return path
 
 
-@pytest.mark.parametrize("seq_len,stride", [(16, 16), (16, 5)])
-def test_bpb_matches_transformers_tiny(tiny_dir, tmp_path, seq_len, stride):
+@pytest.mark.parametrize("seq_len,stride,chunk", [(16, 16, 0), (16, 5, 4)])
+def test_bpb_matches_transformers_tiny(tiny_dir, tmp_path, seq_len, stride, chunk):
+    """chunk 4: the LM head and softmax run 4 positions at a time on windows padded to 8 or 16."""
     from transformers import AutoTokenizer
 
     d, torch_model = tiny_dir
     corpus = write_corpus(tmp_path / "c.jsonl", TEXTS)
     out = tmp_path / "res.json"
     assert main(["eval", str(d), "--bpb", f"mixed={corpus}", "--seq-len", str(seq_len), "--stride", str(stride),
-                 "--batch-size", "3", "--json", str(out)]) == 0
+                 "--batch-size", "3", "--logits-chunk", str(chunk), "--json", str(out)]) == 0
     res = json.loads(out.read_text())["bpb"]["mixed"]
     bpb, ppl = torch_bpb(torch_model, AutoTokenizer.from_pretrained(d), TEXTS, seq_len, stride)
     assert res["bytes"] == sum(len(t.encode()) for t in TEXTS)
     assert abs(res["bpb"] / bpb - 1) <= 1e-3 and abs(res["ppl"] / ppl - 1) <= 1e-3
+
+
+def test_auto_chunk_keeps_logits_under_budget():
+    from jaxadapt.eval.scorer import LOGITS_BUDGET, auto_chunk
+
+    assert auto_chunk(8, 512, 49152) == 0  # SmolLM2, 8 rows of 512: 0.8 GB fits whole
+    chunk = auto_chunk(8, 4096, 128256)  # Llama-3, 8 rows of 4096: 16.8 GB whole
+    assert chunk == 256 and 8 * chunk * 128256 * 4 <= LOGITS_BUDGET < 8 * 2 * chunk * 128256 * 4
+    assert auto_chunk(1, 64, 10**9) == 1  # never below one position
 
 
 @pytest.fixture(scope="module")
