@@ -114,8 +114,9 @@ def plan(
     remat: str = typer.Option("none", help="Rematerialisation: none, full, dots or dots_no_batch."),
     device: str = typer.Option("tpu-v5e", help="The accelerator whose memory the plan is checked against."),
     device_memory_gb: Optional[float] = typer.Option(None, help="Memory per device in GiB (default: --device's)."),
-    logits_chunk: int = typer.Option(0, help="LM head + cross-entropy this many positions at a time "
-                                             "(train.logits_chunk); 0: all at once."),
+    logits_chunk: str = typer.Option("auto", help="LM head + cross-entropy this many positions at a time "
+                                                  "(train.logits_chunk); 0: all at once; auto (as train does): "
+                                                  "chunks only where a device's float32 logits pass 1 GiB."),
     attention_chunk: int = typer.Option(0, help="Training attention this many queries at a time "
                                                 "(model.attention_chunk); 0: all at once."),
 ):

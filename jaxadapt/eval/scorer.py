@@ -8,8 +8,8 @@ its slice) and gets the replicated sums back, so all processes agree on every nu
 
 The LM head and the softmax run `logits_chunk` positions at a time (jaxadapt.train.loss.target_logprobs): at
 Llama-3's 128K vocabulary, 8 rows x 4096 positions of float32 logits are 16 GiB, more than the model. By default
-the chunk is the largest power of two that keeps one device's logits under LOGITS_BUDGET (whole rows when they
-fit). Widths and chunks are powers of two, so a chunk divides every width it is smaller than.
+the chunk keeps one device's logits under 1 GiB (train.loss.auto_logits_chunk; whole rows when they fit). Widths
+are powers of two, so a power-of-two chunk divides every width it is smaller than.
 """
 
 from __future__ import annotations
@@ -27,10 +27,9 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxadapt.errors import UserError
-from jaxadapt.train.loss import target_logprobs
+from jaxadapt.train.loss import auto_logits_chunk, target_logprobs
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray]  # input ids, targets, score mask (bool)
-LOGITS_BUDGET = 1 << 30  # bytes of float32 logits one device holds at once by default
 
 
 def check_logits_chunk(chunk: int | None, name: str = "logits_chunk") -> None:
@@ -38,22 +37,11 @@ def check_logits_chunk(chunk: int | None, name: str = "logits_chunk") -> None:
         raise UserError(f"{name} {chunk}: expected 0 (all positions at once) or a power of two")
 
 
-def auto_chunk(rows: int, width: int, vocab: int, budget: int = LOGITS_BUDGET) -> int:
-    """Positions per LM-head pass for `rows` rows (per device) of `width` positions: 0 (all at once) when the
-    [rows, width, vocab] float32 logits fit `budget` bytes, else the largest power of two that fits (at least 1)."""
-    if rows * width * vocab * 4 <= budget:
-        return 0
-    chunk = 1
-    while chunk * 2 < width and rows * chunk * 2 * vocab * 4 <= budget:
-        chunk *= 2
-    return chunk
-
-
 class Scorer:
     """A model split once into graph and state, so every batch reuses one compiled function per padded length."""
 
     def __init__(self, model, mesh, batch_size: int, logits_chunk: int | None = None):
-        """logits_chunk: positions per LM-head pass, 0 = all at once, None = auto_chunk per batch width."""
+        """logits_chunk: positions per LM-head pass, 0 = all at once, None = auto_logits_chunk per batch width."""
         check_logits_chunk(logits_chunk)
         graphdef, self.state = nnx.split(model)
         shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -75,7 +63,7 @@ class Scorer:
     def chunk_for(self, width: int) -> int:
         if self.logits_chunk is not None:
             return self.logits_chunk
-        return auto_chunk(self.batch_size // self.shards, width, self.vocab)
+        return auto_logits_chunk(self.batch_size // self.shards, width, self.vocab)
 
     def logprobs(self, rows: list[Row], desc: str) -> np.ndarray:
         """Summed log-probability of the scored targets of each row (float64, in the order given)."""

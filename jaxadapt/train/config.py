@@ -57,8 +57,9 @@ class TrainConfig:
     seq_len: int = 1024
     z_loss: float = 0.0
     # positions per chunk of the LM head + cross-entropy, recomputed in the backward (jaxadapt.train.loss.
-    # target_logprobs); 0: all positions at once. Must divide seq_len.
-    logits_chunk: int = 0
+    # target_logprobs); 0: all positions at once; else a divisor of seq_len. "auto": chunk only where one device's
+    # float32 logits would exceed 1 GiB (jaxadapt.train.loss.auto_logits_chunk).
+    logits_chunk: int | Literal["auto"] = "auto"
     dpo_beta: float = 0.1
     old_vocab_size: int | None = None  # for new_rows; default: adaptation.json of the model dir
     seed: int = 0
@@ -127,7 +128,7 @@ def validate(cfg: RunConfig) -> None:
         if getattr(t, key) < 1:
             raise UserError(f"train.{key}={getattr(t, key)}: expected a positive integer")
     for key, chunk in (("model.attention_chunk", cfg.model.attention_chunk), ("train.logits_chunk", t.logits_chunk)):
-        if chunk < 0 or (chunk and t.seq_len % chunk):
+        if chunk != "auto" and (chunk < 0 or (chunk and t.seq_len % chunk)):
             raise UserError(f"{key}={chunk}: expected 0 (no chunking) or a divisor of train.seq_len={t.seq_len}")
     if t.batch_size % t.grad_accum:
         raise UserError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")

@@ -124,7 +124,7 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
                 logger.log(step, {**metrics, "tokens_seen": tokens_seen, "tokens_per_sec": tps,
                                   "mfu": tps * flops_per_token / peak, "step_time_s": dt})
             if eval_data and t.eval_every and step % t.eval_every == 0:
-                logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, t.logits_chunk))
+                logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, engine.logits_chunk))
             last = step == t.steps
             if last or step % cfg.checkpoint.every == 0 or stop.signal:
                 ckpt.save(step, state, data.get_state(), meta)
@@ -133,7 +133,7 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
                 _say(f"{stop.signal}: saved step {step} in {rdir / 'checkpoints'}; run the same command to resume")
                 break
     if eval_data and step == t.steps and not t.eval_every:
-        logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, t.logits_chunk))
+        logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, engine.logits_chunk))
     ckpt.close()
     logger.close()
     return rdir

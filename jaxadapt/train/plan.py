@@ -40,7 +40,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 
 def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str,
-               logits_chunk: int = 0, attention_chunk: int = 0) -> None:
+               logits_chunk: int | str = "auto", attention_chunk: int = 0) -> None:
     """Reject bad input in the parent, before a subprocess and a compile are paid for."""
     from jaxadapt.train.config import trainable_parts
 
@@ -52,7 +52,7 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
         if value < 1:
             raise UserError(f"{name}={value}: expected a positive integer")
     for name, value in (("--logits-chunk", logits_chunk), ("--attention-chunk", attention_chunk)):
-        if value < 0 or (value and seq % value):
+        if value != "auto" and (value < 0 or (value and seq % value)):
             raise UserError(f"{name}={value}: expected 0 (no chunking) or a divisor of --seq={seq}")
     for name, value, allowed in (("--dtype", dtype, DTYPES), ("--remat", remat, REMATS),
                                  ("--device", device, tuple(DEVICE_MEMORY_GB))):
@@ -61,7 +61,7 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
 
 
 def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str = "float32",
-                 remat: str = "none", logits_chunk: int = 0, attention_chunk: int = 0) -> dict:
+                 remat: str = "none", logits_chunk: int | str = "auto", attention_chunk: int = 0) -> dict:
     """Compile the train step for `mesh` on this process's devices (the first data*fsdp*tensor of them) and
     return per-device memory (bytes) and FLOPs per step."""
     import jax
@@ -117,15 +117,16 @@ def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, s
            "xla_flops_per_device": float((cost or {}).get("flops", 0.0)),
            "analytic_flops_per_step": per_token * batch * seq,
            "trainable_params": sum(int(x.size) for x in jax.tree.leaves(params)),
-           "frozen_params": sum(int(x.size) for x in jax.tree.leaves(frozen))}
+           "frozen_params": sum(int(x.size) for x in jax.tree.leaves(frozen)), "logits_chunk": parts.logits_chunk}
     # Donated state is aliased into the outputs: those bytes are counted once.
     out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temps"]
     return out
 
 
 def report(plan: dict, model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str,
-           remat: str, device: str, device_memory_gb: float, logits_chunk: int = 0, attention_chunk: int = 0) -> str:
+           remat: str, device: str, device_memory_gb: float, attention_chunk: int = 0) -> str:
     fits = plan["total"] <= device_memory_gb * 1024 ** 3
+    logits_chunk = plan["logits_chunk"]
     mesh_s = ",".join(f"{k}={v}" for k, v in mesh.items())
     return "\n".join([
         f"plan: {model}, mesh {mesh_s} ({plan['devices']} devices), trainable={trainable}, batch {batch} x {seq}, "
@@ -152,11 +153,17 @@ def _size(n: float) -> str:
 
 
 def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: int, dtype: str, remat: str,
-                 device: str, device_memory_gb: float | None, logits_chunk: int = 0, attention_chunk: int = 0) -> str:
+                 device: str, device_memory_gb: float | None, logits_chunk: int | str = "auto",
+                 attention_chunk: int = 0) -> str:
     """Validate, then compile in a subprocess with N simulated devices; the printable report."""
     from jaxadapt.config.presets import model_preset
 
     mesh = parse_mesh(mesh_spec)
+    if logits_chunk != "auto":
+        try:
+            logits_chunk = int(logits_chunk)
+        except ValueError:
+            raise UserError(f"--logits-chunk={logits_chunk}: expected auto, 0 or a divisor of --seq={seq}") from None
     check_args(trainable, batch, seq, dtype, remat, device, logits_chunk, attention_chunk)
     model_preset(model)  # an unknown preset or a missing file fails here, before the subprocess
     n = math.prod(mesh.values())
@@ -173,7 +180,7 @@ def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: in
     if "error" in result:
         raise UserError(result["error"])
     gb = device_memory_gb if device_memory_gb is not None else DEVICE_MEMORY_GB[device]
-    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb, logits_chunk, attention_chunk)
+    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb, attention_chunk)
 
 
 def _child(argv: list[str]) -> None:

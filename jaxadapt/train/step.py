@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxadapt.errors import UserError
 from jaxadapt.sharding import LOGICAL_TO_MESH, param_mesh, path_str, tree_shardings
 from jaxadapt.train.config import RunConfig
-from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
+from jaxadapt.train.loss import OBJECTIVES, auto_logits_chunk, sequence_logprobs
 from jaxadapt.train.optim import make_optimizer, schedule
 from jaxadapt.train.partition import row_masks, split_trainable
 
@@ -50,6 +50,7 @@ class Engine:
     batch_sharding: NamedSharding
     step_fn: Callable
     lr_fn: optax.Schedule
+    logits_chunk: int  # train.logits_chunk resolved ("auto" -> a number)
 
     def step(self, state, batch):
         return self.step_fn(state, self.frozen, batch)
@@ -92,6 +93,17 @@ class StepParts:
     state_shardings: dict
     frozen_shardings: dict
     batch_sharding: NamedSharding
+    logits_chunk: int
+
+
+def resolve_logits_chunk(cfg: RunConfig, mesh: Mesh, vocab: int) -> int:
+    """train.logits_chunk as a number: "auto" sizes it for the rows one device holds per micro-batch (DPO: chosen
+    and rejected rows together)."""
+    t = cfg.train
+    if t.logits_chunk != "auto":
+        return t.logits_chunk
+    rows = t.batch_size // t.grad_accum * (2 if t.objective == "dpo" else 1) // batch_axis_size(mesh)
+    return auto_logits_chunk(max(rows, 1), t.seq_len, vocab)
 
 
 def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None) -> StepParts:
@@ -104,6 +116,9 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
     objective = OBJECTIVES[t.objective]
     lr_fn = schedule(cfg.optim, t.steps)
     dropout = cfg.lora.dropout > 0 and "lora" in t.trainable
+    embed = [tree["model"]["embed_tokens"]["embedding"] for tree in (params, frozen_model)
+             if "embed_tokens" in tree.get("model", {})][0]
+    chunk = resolve_logits_chunk(cfg, mesh, embed.shape[0])
 
     shape = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
     abstract_params = jax.tree.map(shape, params)
@@ -121,9 +136,9 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
         extra = {}
         if t.objective == "dpo":
             ref = nnx.merge(graphdef, fz["ref"], fz["model"])
-            extra["ref_logps"] = jax.lax.stop_gradient(sequence_logprobs(ref, mb, t.logits_chunk))
+            extra["ref_logps"] = jax.lax.stop_gradient(sequence_logprobs(ref, mb, chunk))
         total, n, aux = objective(m, mb, rng=rng if dropout else None, z_loss=t.z_loss, beta=t.dpo_beta,
-                                  chunk=t.logits_chunk, **extra)
+                                  chunk=chunk, **extra)
         return total, (n, aux)
 
     grad_fn = jax.value_and_grad(loss_parts, has_aux=True)
@@ -165,7 +180,7 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
                       out_shardings=(st_sh, NamedSharding(mesh, P())), donate_argnums=(0,))
     init_fn = jax.jit(lambda p: {"params": p, "opt_state": opt.init(p), "step": jnp.zeros((), jnp.int32),
                                  "rng": jax.random.PRNGKey(t.seed)}, out_shardings=st_sh)
-    return StepParts(step_fn, init_fn, lr_fn, abstract, abstract_frozen, st_sh, fr_sh, batch_sh)
+    return StepParts(step_fn, init_fn, lr_fn, abstract, abstract_frozen, st_sh, fr_sh, batch_sh, chunk)
 
 
 def build_engine(model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None):
@@ -177,7 +192,8 @@ def build_engine(model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None
     state = parts.init_fn(jax.device_put(params, parts.state_shardings["params"]))
     frozen = {"model": frozen, "ref": jax.tree.map(jnp.copy, params) if cfg.train.objective == "dpo" else {}}
     engine = Engine(model.config, graphdef, jax.device_put(frozen, parts.frozen_shardings), mesh,
-                    parts.state_shardings, parts.frozen_shardings, parts.batch_sharding, parts.step_fn, parts.lr_fn)
+                    parts.state_shardings, parts.frozen_shardings, parts.batch_sharding, parts.step_fn, parts.lr_fn,
+                    parts.logits_chunk)
     return engine, state
 
 
