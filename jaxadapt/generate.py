@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxadapt import cpu_matmul
 from jaxadapt.errors import UserError
+from jaxadapt.model import transposed_kernels
 
 PROMPT_BUCKET = 32
 
@@ -64,14 +66,32 @@ def unstack_by_default(model) -> bool:
     return 4 * layer_bytes <= free
 
 
-@partial(jax.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "unstack"))
-def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k, top_p, unstack):
-    """-> tokens [batch, max_new_tokens] (after a row's EOS: repeats of that EOS). Stops once every row is done."""
+def uses_cpu_matmul(model, unstack: bool) -> bool:
+    """Whether the decode step multiplies by jaxadapt.cpu_matmul: on the unstacked (CPU) path, in float32."""
+    rt = model.runtime
+    return unstack and rt.param_dtype == rt.compute_dtype == "float32" and cpu_matmul.available()
+
+
+@partial(jax.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "unstack", "kernel"))
+def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k, top_p, unstack, kernel):
+    """-> tokens [batch, max_new_tokens] (after a row's EOS: repeats of that EOS). Stops once every row is done.
+    `kernel`: decode with jaxadapt.cpu_matmul on transposed copies of the weights (see uses_cpu_matmul)."""
     b, p = ids.shape
     sample = partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p)
     h, cache = model.extend(ids, model.init_cache(b, p + max_new_tokens), mask)
-    layers = model.model.unstack_layers() if unstack else None  # see unstack_by_default
+    layers = model.model.unstack_layers(transpose=kernel) if unstack else None  # see unstack_by_default
     tok = sample(model.logits(h[:, -1]), jax.random.fold_in(key, 0))
+    if kernel:  # the head as [vocab, hidden]: the embedding itself when tied, else one transposed copy per call
+        head = model.model.embed_tokens.embedding[...] if model.lm_head is None else model.lm_head.kernel[...].T
+
+    def step(tok, cache):
+        """Logits of the next token and the cache after `tok` [batch]."""
+        if not kernel:
+            h, cache = model.extend(tok[:, None], cache, layers=layers)
+            return model.logits(h[:, -1]), cache
+        with transposed_kernels(cpu_matmul.matmul_nt):
+            h, cache = model.extend(tok[:, None], cache, layers=layers)
+        return cpu_matmul.matmul_nt(h[:, -1], head), cache
     out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
     done = jnp.isin(tok, eos)
 
@@ -81,8 +101,8 @@ def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k,
 
     def body(carry):
         i, out, cache, tok, done = carry
-        h, cache = model.extend(tok[:, None], cache, layers=layers)
-        new = sample(model.logits(h[:, -1]), jax.random.fold_in(key, i))
+        logits, cache = step(tok, cache)
+        new = sample(logits, jax.random.fold_in(key, i))
         tok = jnp.where(done, tok, new)
         return i + 1, out.at[:, i].set(tok), cache, tok, done | jnp.isin(tok, eos)
 
@@ -115,7 +135,7 @@ def generate_ids(model, prompts: list[list[int]], *, eos_ids=(), max_new_tokens:
     unstack = unstack_by_default(model) if unstack is None else bool(unstack)
     out = np.asarray(_generate(model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed), eos,
                                max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
-                               top_p=float(top_p), unstack=unstack))
+                               top_p=float(top_p), unstack=unstack, kernel=uses_cpu_matmul(model, unstack)))
     result = []
     for row in out.tolist():
         ends = [i for i, t in enumerate(row) if t in eos_ids]

@@ -18,7 +18,10 @@ per-layer key/value buffers (stacked like the layers and scanned with them) and 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -57,6 +60,20 @@ class Runtime:
                 raise ValueError(f"{key}={getattr(self, key)!r}; expected float32, bfloat16 or float16")
 
 
+_KERNEL_MATMUL: ContextVar = ContextVar("kernel_matmul", default=None)
+
+
+@contextmanager
+def transposed_kernels(matmul):
+    """While tracing under this, every Linear kernel is an [out, in] array (LlamaModel.unstack_layers(transpose=True))
+    multiplied as `matmul(x, kernel)`. Generation's decode step uses it for jaxadapt.cpu_matmul on XLA:CPU."""
+    token = _KERNEL_MATMUL.set(matmul)
+    try:
+        yield
+    finally:
+        _KERNEL_MATMUL.reset(token)
+
+
 def _init(cfg: ModelConfig):
     return nnx.initializers.normal(cfg.initializer_range)
 
@@ -87,7 +104,8 @@ class Linear(nnx.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         cd = self.compute_dtype
-        y = x @ self.kernel[...].astype(cd)
+        matmul = _KERNEL_MATMUL.get()
+        y = x @ self.kernel[...].astype(cd) if matmul is None else matmul(x, self.kernel[...].astype(cd))
         if self.bias is not None:
             y = y + self.bias[...].astype(cd)
         if self.lora_a is not None:
@@ -325,13 +343,18 @@ class LlamaModel(nnx.Module):
                                     kv=(cache.k, cache.v), write_at=cache.index, layers=layers)
         return self.norm(h), KVCache(k, v, key_valid, cache.index + t)
 
-    def unstack_layers(self) -> tuple:
+    def unstack_layers(self, transpose: bool = False) -> tuple:
         """Each layer's params as arrays of their own. A scan slices every layer's weights out of the stacked arrays
         on each pass, and XLA:CPU copies that slice before the matmuls: for a decoded token, whose matmuls are
         bound by reading the weights, that doubles the memory traffic. Generation slices once per call instead
-        and runs the layers unrolled on these."""
+        and runs the layers unrolled on these. `transpose`: Linear kernels as [out, in] (see transposed_kernels)."""
         _, state = nnx.split(self.layers)
-        return tuple(jax.tree.map(lambda x, i=i: x[i], state) for i in range(self.cfg.num_hidden_layers))
+
+        def take(i, path, x):
+            return x[i].T if transpose and jax.tree_util.DictKey("kernel") in path else x[i]
+
+        return tuple(jax.tree_util.tree_map_with_path(partial(take, i), state)
+                     for i in range(self.cfg.num_hidden_layers))
 
     def run_layers(self, h, cos_sin, mask, rng=None, kv=None, write_at=None, layers=None):
         """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` ride in the carry (see KVCache).

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+import jaxadapt.generate
+from jaxadapt import cpu_matmul
 from jaxadapt.assets import smollm2_dir
 from jaxadapt.cli import main
 from jaxadapt.errors import UserError
@@ -48,10 +50,16 @@ def test_greedy_matches_transformers_on_smollm2(smollm2):
     assert generate_ids(model, prompts, eos_ids=(2,), max_new_tokens=64) == expected
 
 
-@pytest.mark.parametrize("unstack", [True, False])
-def test_sliding_window_greedy_matches_transformers(hf_dir, unstack):
-    """Window 40 < prompt + generation: the cache must hide keys that slid out, as transformers does. Both decode
-    loops: on a per-call copy of each layer's weights (XLA:CPU's default) and scanning the stacked layers."""
+@pytest.mark.parametrize("loop", ["kernel", "unstacked", "stacked"])
+def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
+    """Window 40 < prompt + generation: the cache must hide keys that slid out, as transformers does. Every decode
+    loop: on a per-call copy of each layer's weights, transposed for jaxadapt.cpu_matmul (XLA:CPU's default) or as
+    they are for XLA's dot, and scanning the stacked layers."""
+    if loop == "kernel" and not cpu_matmul.available():
+        pytest.skip("no C++ compiler for jaxadapt.cpu_matmul here (tests/test_cpu_matmul.py)")
+    if loop == "unstacked":
+        monkeypatch.setattr(jaxadapt.generate, "uses_cpu_matmul", lambda model, unstack: False)
+    unstack = loop != "stacked"
     path, ref = hf_dir("mistral_sliding")
     ref.generation_config.eos_token_id, ref.generation_config.pad_token_id = None, 0
     rng = np.random.default_rng(0)
@@ -59,6 +67,7 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, unstack):
     expected = _hf_greedy(ref, prompts, 40, ())
     model = load_pretrained(path)
     assert unstack_by_default(model)  # a tiny model on CPU
+    assert jaxadapt.generate.uses_cpu_matmul(model, unstack) == (loop == "kernel")
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
 
 
