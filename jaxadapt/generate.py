@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from functools import partial
 from pathlib import Path
 
@@ -72,17 +73,45 @@ def uses_cpu_matmul(model, unstack: bool) -> bool:
     return unstack and rt.param_dtype == rt.compute_dtype == "float32" and cpu_matmul.available()
 
 
-@partial(jax.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "unstack", "kernel"))
-def _generate(model, ids, mask, key, eos, *, max_new_tokens, temperature, top_k, top_p, unstack, kernel):
+@partial(jax.jit, static_argnames="kernel")
+def _decode_copy(model, kernel: bool):
+    """(layers, head): each layer's weights on their own (LlamaModel.unstack_layers; Linear kernels [out, in] for
+    cpu_matmul when `kernel`) and, for cpu_matmul, the head as [vocab, hidden] (None otherwise)."""
+    layers = model.model.unstack_layers(transpose=kernel)
+    if not kernel:
+        return layers, None
+    return layers, model.model.embed_tokens.embedding[...] if model.lm_head is None else model.lm_head.kernel[...].T
+
+
+_COPY: dict = {}  # the last model's decode copy, see decode_copy
+
+
+def decode_copy(model, kernel: bool):
+    """_decode_copy of the model, made once per set of weights: XLA:CPU's transposing copy of SmolLM2's layers took
+    ~0.5 s, 4 ms per token of a 128-token generation. The copy of the last model used is kept while every one of its
+    parameter arrays is alive and unchanged (held by weak reference: an update to the model, or dropping it, frees it)."""
+    leaves = jax.tree.leaves(nnx.state(model))
+    hit = _COPY.get("refs")
+    if hit is not None and _COPY["kernel"] == kernel and len(hit) == len(leaves) \
+            and all(r() is x for r, x in zip(hit, leaves)):
+        return _COPY["value"]
+    _COPY.clear()
+    token = object()
+    _COPY.update(refs=[weakref.ref(x) for x in leaves], kernel=kernel, value=_decode_copy(model, kernel), token=token)
+    weakref.finalize(leaves[0], lambda: _COPY.get("token") is token and _COPY.clear())
+    return _COPY["value"]
+
+
+@partial(jax.jit, static_argnames=("max_new_tokens", "temperature", "top_k", "top_p", "kernel"))
+def _generate(model, copy, ids, mask, key, eos, *, max_new_tokens, temperature, top_k, top_p, kernel):
     """-> tokens [batch, max_new_tokens] (after a row's EOS: repeats of that EOS). Stops once every row is done.
-    `kernel`: decode with jaxadapt.cpu_matmul on transposed copies of the weights (see uses_cpu_matmul)."""
+    `copy`: None (scan the stacked layers) or decode_copy's (layers, head); `kernel`: decode with
+    jaxadapt.cpu_matmul on it (see uses_cpu_matmul)."""
     b, p = ids.shape
     sample = partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p)
     h, cache = model.extend(ids, model.init_cache(b, p + max_new_tokens), mask)
-    layers = model.model.unstack_layers(transpose=kernel) if unstack else None  # see unstack_by_default
+    layers, head = copy if copy is not None else (None, None)
     tok = sample(model.logits(h[:, -1]), jax.random.fold_in(key, 0))
-    if kernel:  # the head as [vocab, hidden]: the embedding itself when tied, else one transposed copy per call
-        head = model.model.embed_tokens.embedding[...] if model.lm_head is None else model.lm_head.kernel[...].T
 
     def step(tok, cache):
         """Logits of the next token and the cache after `tok` [batch]."""
@@ -133,9 +162,10 @@ def generate_ids(model, prompts: list[list[int]], *, eos_ids=(), max_new_tokens:
         ids[row, width - len(p):], mask[row, width - len(p):] = p, True
     eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
     unstack = unstack_by_default(model) if unstack is None else bool(unstack)
-    out = np.asarray(_generate(model, jnp.asarray(ids), jnp.asarray(mask), jax.random.key(seed), eos,
-                               max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k),
-                               top_p=float(top_p), unstack=unstack, kernel=uses_cpu_matmul(model, unstack)))
+    kernel = uses_cpu_matmul(model, unstack)
+    out = np.asarray(_generate(model, decode_copy(model, kernel) if unstack else None, jnp.asarray(ids),
+                               jnp.asarray(mask), jax.random.key(seed), eos, max_new_tokens=max_new_tokens,
+                               temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), kernel=kernel))
     result = []
     for row in out.tolist():
         ends = [i for i, t in enumerate(row) if t in eos_ids]

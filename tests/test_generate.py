@@ -11,7 +11,7 @@ from jaxadapt import cpu_matmul
 from jaxadapt.assets import smollm2_dir
 from jaxadapt.cli import main
 from jaxadapt.errors import UserError
-from jaxadapt.generate import generate, generate_ids, unstack_by_default
+from jaxadapt.generate import decode_copy, generate, generate_ids, unstack_by_default
 from jaxadapt.io.hf import load_pretrained
 
 PROMPTS = ["The capital of the Netherlands is", "Once upon a time, in a small village by the sea, there lived a",
@@ -69,6 +69,24 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     assert unstack_by_default(model)  # a tiny model on CPU
     assert jaxadapt.generate.uses_cpu_matmul(model, unstack) == (loop == "kernel")
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
+
+
+def test_decode_copy_is_reused_until_the_weights_change(hf_dir):
+    """The per-model copy of the layer weights (jaxadapt.generate.decode_copy) is made once, and made again after
+    the model's weights change, so that generation never runs on stale weights."""
+    model = load_pretrained(hf_dir("llama_tied")[0])
+    kernel = jaxadapt.generate.uses_cpu_matmul(model, True)
+    first = decode_copy(model, kernel)
+    assert decode_copy(model, kernel) is first
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    before = generate_ids(model, prompts, eos_ids=(), max_new_tokens=12)
+    emb = model.model.embed_tokens.embedding
+    emb[...] = emb[...][::-1]  # the head (tied) and the inputs change
+    down = model.model.layers.mlp.down_proj.kernel
+    down[...] = -down[...]  # so does a weight that lives in the copy
+    assert decode_copy(model, kernel) is not first
+    after = generate_ids(model, prompts, eos_ids=(), max_new_tokens=12)
+    assert after != before and after == generate_ids(model, prompts, eos_ids=(), max_new_tokens=12, unstack=False)
 
 
 @pytest.mark.parametrize("family_name", ["llama_gqa", "mistral_sliding"])
