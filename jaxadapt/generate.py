@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxadapt import cpu_matmul
+from jaxadapt import cpu_decode
 from jaxadapt.errors import UserError
-from jaxadapt.model import transposed_kernels
+from jaxadapt.model import decode_kernels
 
 PROMPT_BUCKET = 32
 
@@ -67,16 +67,16 @@ def unstack_by_default(model) -> bool:
     return 4 * layer_bytes <= free
 
 
-def uses_cpu_matmul(model, unstack: bool) -> bool:
-    """Whether the decode step multiplies by jaxadapt.cpu_matmul: on the unstacked (CPU) path, in float32."""
+def uses_cpu_decode(model, unstack: bool) -> bool:
+    """Whether the decode step runs jaxadapt.cpu_decode's matmul and attention: on the unstacked (CPU) path, in float32."""
     rt = model.runtime
-    return unstack and rt.param_dtype == rt.compute_dtype == "float32" and cpu_matmul.available()
+    return unstack and rt.param_dtype == rt.compute_dtype == "float32" and cpu_decode.available()
 
 
 @partial(jax.jit, static_argnames="kernel")
 def _decode_copy(model, kernel: bool):
     """(layers, head): each layer's weights on their own (LlamaModel.unstack_layers; Linear kernels [out, in] for
-    cpu_matmul when `kernel`) and, for cpu_matmul, the head as [vocab, hidden] (None otherwise)."""
+    cpu_decode when `kernel`) and, for cpu_decode, the head as [vocab, hidden] (None otherwise)."""
     layers = model.model.unstack_layers(transpose=kernel)
     if not kernel:
         return layers, None
@@ -106,7 +106,7 @@ def decode_copy(model, kernel: bool):
 def _generate(model, copy, ids, mask, key, eos, *, max_new_tokens, temperature, top_k, top_p, kernel):
     """-> tokens [batch, max_new_tokens] (after a row's EOS: repeats of that EOS). Stops once every row is done.
     `copy`: None (scan the stacked layers) or decode_copy's (layers, head); `kernel`: decode with
-    jaxadapt.cpu_matmul on it (see uses_cpu_matmul)."""
+    jaxadapt.cpu_decode on it (see uses_cpu_decode)."""
     b, p = ids.shape
     sample = partial(sample_next, temperature=temperature, top_k=top_k, top_p=top_p)
     h, cache = model.extend(ids, model.init_cache(b, p + max_new_tokens), mask)
@@ -118,9 +118,9 @@ def _generate(model, copy, ids, mask, key, eos, *, max_new_tokens, temperature, 
         if not kernel:
             h, cache = model.extend(tok[:, None], cache, layers=layers)
             return model.logits(h[:, -1]), cache
-        with transposed_kernels(cpu_matmul.matmul_nt):
+        with decode_kernels(cpu_decode):
             h, cache = model.extend(tok[:, None], cache, layers=layers)
-        return cpu_matmul.matmul_nt(h[:, -1], head), cache
+        return cpu_decode.matmul_nt(h[:, -1], head), cache
     out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
     done = jnp.isin(tok, eos)
 
@@ -162,7 +162,7 @@ def generate_ids(model, prompts: list[list[int]], *, eos_ids=(), max_new_tokens:
         ids[row, width - len(p):], mask[row, width - len(p):] = p, True
     eos = jnp.asarray(list(eos_ids) or [-1], jnp.int32)
     unstack = unstack_by_default(model) if unstack is None else bool(unstack)
-    kernel = uses_cpu_matmul(model, unstack)
+    kernel = uses_cpu_decode(model, unstack)
     out = np.asarray(_generate(model, decode_copy(model, kernel) if unstack else None, jnp.asarray(ids),
                                jnp.asarray(mask), jax.random.key(seed), eos, max_new_tokens=max_new_tokens,
                                temperature=float(temperature), top_k=int(top_k), top_p=float(top_p), kernel=kernel))

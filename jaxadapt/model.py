@@ -60,18 +60,19 @@ class Runtime:
                 raise ValueError(f"{key}={getattr(self, key)!r}; expected float32, bfloat16 or float16")
 
 
-_KERNEL_MATMUL: ContextVar = ContextVar("kernel_matmul", default=None)
+_DECODE_KERNELS: ContextVar = ContextVar("decode_kernels", default=None)
 
 
 @contextmanager
-def transposed_kernels(matmul):
+def decode_kernels(kernels):
     """While tracing under this, every Linear kernel is an [out, in] array (LlamaModel.unstack_layers(transpose=True))
-    multiplied as `matmul(x, kernel)`. Generation's decode step uses it for jaxadapt.cpu_matmul on XLA:CPU."""
-    token = _KERNEL_MATMUL.set(matmul)
+    multiplied as `kernels.matmul_nt(x, kernel)`, and one new token's cached attention over a layer given by number
+    runs `kernels.attention`. Generation's decode step on XLA:CPU uses it with jaxadapt.cpu_decode."""
+    token = _DECODE_KERNELS.set(kernels)
     try:
         yield
     finally:
-        _KERNEL_MATMUL.reset(token)
+        _DECODE_KERNELS.reset(token)
 
 
 def _init(cfg: ModelConfig):
@@ -104,8 +105,8 @@ class Linear(nnx.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         cd = self.compute_dtype
-        matmul = _KERNEL_MATMUL.get()
-        y = x @ self.kernel[...].astype(cd) if matmul is None else matmul(x, self.kernel[...].astype(cd))
+        kernels = _DECODE_KERNELS.get()
+        y = x @ self.kernel[...].astype(cd) if kernels is None else kernels.matmul_nt(x, self.kernel[...].astype(cd))
         if self.bias is not None:
             y = y + self.bias[...].astype(cd)
         if self.lora_a is not None:
@@ -210,8 +211,12 @@ def cached_attention(q, k, v, kv, layer, index, mask):
     at = (layer, 0, 0, index, 0)
     cache_k = jax.lax.dynamic_update_slice(cache_k, k.swapaxes(1, 2)[None].astype(cache_k.dtype), at)
     cache_v = jax.lax.dynamic_update_slice(cache_v, v.swapaxes(1, 2)[None].astype(cache_v.dtype), at)
-    keys, values = cache_k[layer], cache_v[layer]  # [batch, kv_heads, max_len, head_dim]
     b, t, heads, d = q.shape
+    kernels = _DECODE_KERNELS.get()
+    if kernels is not None and t == 1 and isinstance(layer, int):  # see decode_kernels
+        out = kernels.attention(q[:, 0], cache_k, cache_v, mask[:, 0, 0], layer, d ** -0.5)
+        return out[:, None].astype(q.dtype), (cache_k, cache_v)
+    keys, values = cache_k[layer], cache_v[layer]  # [batch, kv_heads, max_len, head_dim]
     kvh = keys.shape[1]
     q = q.reshape(b, t, kvh, heads // kvh, d).transpose(0, 2, 3, 1, 4).reshape(b, kvh, -1, d)
     scores = jnp.einsum("bkqd,bksd->bkqs", q, keys.astype(q.dtype)).astype(jnp.float32) * d ** -0.5

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import jaxadapt.generate
-from jaxadapt import cpu_matmul
+from jaxadapt import cpu_decode
 from jaxadapt.assets import smollm2_dir
 from jaxadapt.cli import main
 from jaxadapt.errors import UserError
@@ -53,12 +53,12 @@ def test_greedy_matches_transformers_on_smollm2(smollm2):
 @pytest.mark.parametrize("loop", ["kernel", "unstacked", "stacked"])
 def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     """Window 40 < prompt + generation: the cache must hide keys that slid out, as transformers does. Every decode
-    loop: on a per-call copy of each layer's weights, transposed for jaxadapt.cpu_matmul (XLA:CPU's default) or as
+    loop: on a per-call copy of each layer's weights, transposed for jaxadapt.cpu_decode (XLA:CPU's default) or as
     they are for XLA's dot, and scanning the stacked layers."""
-    if loop == "kernel" and not cpu_matmul.available():
-        pytest.skip("no C++ compiler for jaxadapt.cpu_matmul here (tests/test_cpu_matmul.py)")
+    if loop == "kernel" and not cpu_decode.available():
+        pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
     if loop == "unstacked":
-        monkeypatch.setattr(jaxadapt.generate, "uses_cpu_matmul", lambda model, unstack: False)
+        monkeypatch.setattr(jaxadapt.generate, "uses_cpu_decode", lambda model, unstack: False)
     unstack = loop != "stacked"
     path, ref = hf_dir("mistral_sliding")
     ref.generation_config.eos_token_id, ref.generation_config.pad_token_id = None, 0
@@ -67,7 +67,7 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     expected = _hf_greedy(ref, prompts, 40, ())
     model = load_pretrained(path)
     assert unstack_by_default(model)  # a tiny model on CPU
-    assert jaxadapt.generate.uses_cpu_matmul(model, unstack) == (loop == "kernel")
+    assert jaxadapt.generate.uses_cpu_decode(model, unstack) == (loop == "kernel")
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
 
 
@@ -75,7 +75,7 @@ def test_decode_copy_is_reused_until_the_weights_change(hf_dir):
     """The per-model copy of the layer weights (jaxadapt.generate.decode_copy) is made once, and made again after
     the model's weights change, so that generation never runs on stale weights."""
     model = load_pretrained(hf_dir("llama_tied")[0])
-    kernel = jaxadapt.generate.uses_cpu_matmul(model, True)
+    kernel = jaxadapt.generate.uses_cpu_decode(model, True)
     first = decode_copy(model, kernel)
     assert decode_copy(model, kernel) is first
     prompts = [[5, 6, 7, 8], [9, 10]]

@@ -1,15 +1,20 @@
-// jaxadapt's XLA:CPU custom call for decoding: y[M, N] = x[M, K] @ w[N, K]^T in float32, for small M.
-//
-// A decoded token multiplies a few rows by every weight matrix, so the step is bound by reading the weights.
-// XLA:CPU's dot reads them at about half the machine's bandwidth once M reaches 8 (jaxadapt.cpu_matmul). Here each
-// weight row (one output) is read once, as one sequential stream, and multiplied with up to four input rows held in
-// the L1 cache. Built and loaded by jaxadapt/cpu_matmul.py; outputs are split over XLA's intra-op thread pool.
+// jaxadapt's XLA:CPU custom calls for decoding one token, in float32 (built and loaded by jaxadapt/cpu_decode.py):
+// - MatmulNT: y[M, N] = x[M, K] @ w[N, K]^T for small M. The step is bound by reading the weights, which XLA:CPU's
+//   dot does at about half the machine's bandwidth once M reaches 8. Here each weight row (one output) is read once,
+//   as one sequential stream, and multiplied with up to four input rows held in the L1 cache.
+// - DecodeAttention: the new token's attention over one layer of the stacked KV cache, read in place. XLA copies
+//   the layer out of the stack and runs two tiny batched dots per layer, which cost more than the layer's weights
+//   at batch 8.
+// Both split their work over XLA's intra-op thread pool (ParallelFor).
 
 #include <algorithm>
 #include <atomic>
+#include <cfloat>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -93,6 +98,27 @@ void Outputs(const float* x, const float* w, float* y, int64_t M, int64_t K, int
   for (; n < n1; ++n) AllRows<1>(x, w, y, M, K, N, n, n1);
 }
 
+// fn(0) .. fn(parts - 1) on the calling thread and XLA's pool. The caller and the helpers it schedules take parts from
+// one counter, so the caller alone finishes the work when no pool thread is free (XLA may run several of these calls
+// at once); a helper that starts after the last part was taken returns at once. The counters live on the heap: a
+// late helper may run after the call returned.
+template <typename Fn>
+void ParallelFor(ffi::ThreadPool& pool, int64_t parts, Fn fn) {
+  struct Progress {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto progress = std::make_shared<Progress>();
+  auto work = [progress, fn, parts] {
+    for (int64_t p; (p = progress->next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
+      fn(p);
+      progress->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t p = 1; p < parts; ++p) pool.Schedule([work] { work(); });
+  work();
+  while (progress->done.load(std::memory_order_acquire) < parts) std::this_thread::yield();
+}
+
 ffi::Error MatmulNT(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                     ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions();
@@ -111,22 +137,55 @@ ffi::Error MatmulNT(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
     const int64_t n1 = p + 1 == parts ? N : N * (p + 1) / parts / 4 * 4;
     Outputs(xp, wp, yp, M, K, N, n0, n1);
   };
-  // The caller and the helpers it schedules take parts from one counter, so the caller alone finishes the work when
-  // no pool thread is free (XLA may run several of these calls at once); a helper that starts after the last part
-  // was taken returns at once. The counters live on the heap: a late helper may run after this call returned.
-  struct Progress {
-    std::atomic<int64_t> next{0}, done{0};
-  };
-  auto progress = std::make_shared<Progress>();
-  auto work = [progress, run, parts] {
-    for (int64_t p; (p = progress->next.fetch_add(1, std::memory_order_relaxed)) < parts;) {
-      run(p);
-      progress->done.fetch_add(1, std::memory_order_release);
+  ParallelFor(pool, parts, run);
+  return ffi::Error::Success();
+}
+
+// out[b, h] = softmax over s of (q[b, h] . k[layer, b, h / G, s] * scale, -FLT_MAX where !valid[b, s]) @ v[...]:
+// the masking and float32 softmax of jaxadapt.model.cached_attention, for one new token. q, out [B, H, D];
+// k, v [L, B, KVH, S, D]; valid [B, S]. One part per (b, kv head) pair: its keys and values are read once.
+ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                           ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> valid, ffi::ResultBuffer<ffi::F32> out,
+                           int64_t layer, float scale) {
+  const auto qd = q.dimensions();
+  const auto kd = k.dimensions();
+  if (qd.size() != 3 || kd.size() != 5 || kd[1] != qd[0] || kd[4] != qd[2] || qd[1] % kd[2] || layer < 0 ||
+      layer >= kd[0]) {
+    return ffi::Error::InvalidArgument("jaxadapt_decode_attention: expected q [B, H, D], k/v [L, B, KVH, S, D]");
+  }
+  const int64_t B = qd[0], H = qd[1], D = qd[2], KVH = kd[2], S = kd[3], G = H / KVH;
+  const float* qp = q.typed_data();
+  const float* kp = k.typed_data() + layer * B * KVH * S * D;
+  const float* vp = v.typed_data() + layer * B * KVH * S * D;
+  const bool* valid_p = valid.typed_data();
+  float* op = out->typed_data();
+  auto pair = [=](int64_t p) {
+    const int64_t b = p / KVH, kvh = p % KVH;
+    const float* keys = kp + (b * KVH + kvh) * S * D;
+    const float* values = vp + (b * KVH + kvh) * S * D;
+    std::vector<float> scores(S);
+    for (int64_t g = 0; g < G; ++g) {
+      const float* qv = qp + (b * H + kvh * G + g) * D;
+      float top = -FLT_MAX;
+      for (int64_t s = 0; s < S; ++s) {
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < D; ++d) dot += qv[d] * keys[s * D + d];
+        scores[s] = valid_p[b * S + s] ? dot * scale : -FLT_MAX;
+        top = std::max(top, scores[s]);
+      }
+      float total = 0.0f;
+      for (int64_t s = 0; s < S; ++s) total += scores[s] = std::exp(scores[s] - top);
+      float* o = op + (b * H + kvh * G + g) * D;
+      std::fill(o, o + D, 0.0f);
+      for (int64_t s = 0; s < S; ++s) {
+        const float w = scores[s] / total;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) o[d] += w * values[s * D + d];
+      }
     }
   };
-  for (int64_t p = 1; p < parts; ++p) pool.Schedule([work] { work(); });
-  work();
-  while (progress->done.load(std::memory_order_acquire) < parts) std::this_thread::yield();
+  ParallelFor(pool, B * KVH, pair);
   return ffi::Error::Success();
 }
 
@@ -138,3 +197,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxadaptMatmulNT, MatmulNT,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxadaptDecodeAttention, DecodeAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("layer")
+                                  .Attr<float>("scale"));

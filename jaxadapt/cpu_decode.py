@@ -1,9 +1,10 @@
-"""A float32 matmul for decoding on XLA:CPU: y = x @ w.T for the few rows of x that one decoded token has.
-
-At batch 8, XLA:CPU's dot reads SmolLM2's weights at ~10 GB/s, half of what the machine streams (~20 GB/s), and
-decoding is bound by that read. `cpu_matmul.cc` reads each weight row once as a sequential stream and multiplies it
-with up to four input rows held in L1; it runs as an XLA FFI custom call, split over XLA's intra-op threads.
-It is compiled on first use (the system C++ compiler, -march=native) into the cache dir, keyed by the source, the
+"""Float32 kernels for decoding on XLA:CPU, as XLA FFI custom calls split over XLA's intra-op threads:
+- `matmul_nt`: y = x @ w.T for the few rows of x that one decoded token has. At batch 8, XLA:CPU's dot reads
+  SmolLM2's weights at ~10 GB/s, half of what the machine streams, and decoding is bound by that read;
+  `cpu_decode.cc` reads each weight row once as a sequential stream (prefetched ahead) against up to four rows of x.
+- `attention`: one new token's attention over a layer of the stacked KV cache, read in place (XLA copies the
+  layer's keys and values out of the stack first).
+They are compiled on first use (the system C++ compiler, -march=native) into the cache dir, keyed by the source, the
 compiler, jaxlib and the CPU. Without a compiler, off the CPU backend, or with JAXADAPT_CPU_KERNELS=0,
 `available()` is False and decoding keeps XLA's dot (jaxadapt.generate).
 """
@@ -21,23 +22,32 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-SOURCE = Path(__file__).with_name("cpu_matmul.cc")
-TARGET = "jaxadapt_matmul_nt"
+SOURCE = Path(__file__).with_name("cpu_decode.cc")
+TARGETS = {"jaxadapt_matmul_nt": "JaxadaptMatmulNT", "jaxadapt_decode_attention": "JaxadaptDecodeAttention"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-w")
 _loaded: dict[str, bool] = {}
 
 
 def available() -> bool:
-    """Whether matmul_nt can run here (builds and registers the custom call once per process)."""
+    """Whether the kernels can run here (builds and registers the custom calls once per process)."""
     if "ok" not in _loaded:
         _loaded["ok"] = _load()
     return _loaded["ok"]
 
 
 def matmul_nt(x, w):
-    """x [M, K] @ w [N, K].T -> [M, N], float32, through the custom call (call only when `available()`)."""
-    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32))(x, w)
+    """x [M, K] @ w [N, K].T -> [M, N], float32 (call only when `available()`)."""
+    return jax.ffi.ffi_call("jaxadapt_matmul_nt", jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32))(x, w)
+
+
+def attention(q, k, v, valid, layer: int, scale: float):
+    """One token's attention over `layer` of the stacked caches, float32 (call only when `available()`):
+    q [B, H, D]; k, v [L, B, KVH, S, D] (H a multiple of KVH, query heads grouped per KV head); valid [B, S] bool
+    -> [B, H, D]. Masked slots score -FLT_MAX before the softmax, as in jaxadapt.model.cached_attention."""
+    return jax.ffi.ffi_call("jaxadapt_decode_attention", jax.ShapeDtypeStruct(q.shape, jnp.float32))(
+        q, k, v, valid, layer=np.int64(layer), scale=np.float32(scale))
 
 
 def _load() -> bool:
@@ -46,9 +56,10 @@ def _load() -> bool:
     try:
         lib = ctypes.CDLL(str(_build()))
     except (OSError, subprocess.CalledProcessError) as e:
-        warnings.warn(f"jaxadapt: CPU decode kernel unavailable, decoding uses XLA's dot ({e})", stacklevel=3)
+        warnings.warn(f"jaxadapt: CPU decode kernels unavailable, decoding uses XLA's ops ({e})", stacklevel=3)
         return False
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.JaxadaptMatmulNT), platform="cpu")
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     return True
 
 
@@ -63,7 +74,7 @@ def _build() -> Path:
 
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([cxx, *FLAGS]).encode(), jaxlib.__version__.encode(),
                                      platform.machine().encode(), _cpu_flags()])).hexdigest()[:16]
-    out = cache_dir("kernels") / f"cpu_matmul-{key}.so"
+    out = cache_dir("kernels") / f"cpu_decode-{key}.so"
     if not out.exists():
         tmp = out.with_name(f".{out.name}.{os.getpid()}")
         proc = subprocess.run([cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(tmp)],

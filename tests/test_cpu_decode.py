@@ -1,0 +1,71 @@
+"""The XLA:CPU decode kernels (jaxadapt/cpu_decode.cc), built from source here: the matmul equals a float64 reference
+on every tail of its 4-row / 4-output / 16-lane blocking and when XLA runs several at once; the attention equals a
+float64 masked, grouped-query softmax over any layer of a stacked cache; both are optional."""
+
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxadapt import cpu_decode
+
+needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+                                    reason="no C++ compiler to build the kernel with")
+
+
+@needs_compiler
+@pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (8, 576, 200), (5, 570, 133), (9, 17, 3), (3, 16, 65),
+                                   (16, 40, 1)])
+def test_matches_a_float64_reference(m, k, n):
+    assert cpu_decode.available()
+    r = np.random.default_rng(m * 1000 + n)
+    x, w = r.standard_normal((m, k), np.float32), r.standard_normal((n, k), np.float32)
+    got = np.asarray(jax.jit(cpu_decode.matmul_nt)(x, w))
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@needs_compiler
+def test_independent_calls_in_one_program():
+    """q, k and v of a decode step are independent, so XLA may run their calls at once on its threads; each call
+    finishes its own work even when no pool thread is free for it."""
+    assert cpu_decode.available()
+    r = np.random.default_rng(0)
+    x = r.standard_normal((4, 64), np.float32)
+    ws = [r.standard_normal((n, 64), np.float32) for n in (512, 256, 256, 1024)]
+    got = jax.jit(lambda x, ws: [cpu_decode.matmul_nt(jnp.tanh(x), w) for w in ws])(x, ws)
+    for g, w in zip(got, ws):
+        np.testing.assert_allclose(np.asarray(g), np.tanh(x) @ w.T, rtol=1e-5, atol=1e-4)
+
+
+@needs_compiler
+@pytest.mark.parametrize("layer", [0, 3])
+def test_attention_matches_a_float64_reference(layer):
+    r = np.random.default_rng(layer)
+    L, B, KVH, S, D, H = 4, 3, 2, 40, 24, 6  # 3 query heads per KV head
+    q = r.standard_normal((B, H, D), np.float32)
+    k, v = (r.standard_normal((L, B, KVH, S, D), np.float32) for _ in range(2))
+    valid = r.random((B, S)) < 0.6
+    valid[:, 0] = True
+    got = np.asarray(jax.jit(lambda *a: cpu_decode.attention(*a, layer=layer, scale=0.3))(q, k, v, valid))
+    keys, values = (np.repeat(x[layer].astype(np.float64), H // KVH, axis=1) for x in (k, v))  # [B, H, S, D]
+    scores = np.where(valid[:, None], np.einsum("bhd,bhsd->bhs", q, keys) * 0.3, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    want = np.einsum("bhs,bhsd->bhd", probs / probs.sum(-1, keepdims=True), values)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setattr(cpu_decode, "_loaded", {})
+    monkeypatch.setenv("JAXADAPT_CPU_KERNELS", "0")
+    assert not cpu_decode.available()
+
+
+def test_a_failing_compiler_is_a_warning_not_an_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_decode, "_loaded", {})
+    monkeypatch.setenv("JAXADAPT_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # exits 1
+    with pytest.warns(UserWarning, match="CPU decode kernels unavailable"):
+        assert not cpu_decode.available()
