@@ -98,10 +98,10 @@ void Outputs(const float* x, const float* w, float* y, int64_t M, int64_t K, int
   for (; n < n1; ++n) AllRows<1>(x, w, y, M, K, N, n, n1);
 }
 
-// fn(0) .. fn(parts - 1) on the calling thread and XLA's pool. The caller and the helpers it schedules take parts from
-// one counter, so the caller alone finishes the work when no pool thread is free (XLA may run several of these calls
-// at once); a helper that starts after the last part was taken returns at once. The counters live on the heap: a
-// late helper may run after the call returned.
+// fn(0) .. fn(parts - 1) on the calling thread and up to one helper per other pool thread. The caller and its helpers
+// take parts from one counter, so the caller alone finishes the work when no pool thread is free (XLA may run several
+// of these calls at once); a helper that starts after the last part was taken returns at once. The counters live on
+// the heap: a late helper may run after the call returned.
 template <typename Fn>
 void ParallelFor(ffi::ThreadPool& pool, int64_t parts, Fn fn) {
   struct Progress {
@@ -114,7 +114,8 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t parts, Fn fn) {
       progress->done.fetch_add(1, std::memory_order_release);
     }
   };
-  for (int64_t p = 1; p < parts; ++p) pool.Schedule([work] { work(); });
+  const int64_t helpers = std::min<int64_t>(parts, std::max<int64_t>(1, pool.num_threads())) - 1;
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work(); });
   work();
   while (progress->done.load(std::memory_order_acquire) < parts) std::this_thread::yield();
 }
