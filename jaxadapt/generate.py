@@ -68,7 +68,8 @@ def unstack_by_default(model) -> bool:
 
 
 def uses_cpu_decode(model, unstack: bool) -> bool:
-    """Whether the decode step runs jaxadapt.cpu_decode's matmul and attention: on the unstacked (CPU) path, in float32."""
+    """Whether the decode step runs jaxadapt.cpu_decode's matmul and attention: on the unstacked (CPU) path, in
+    float32, where the kernels could be built."""
     rt = model.runtime
     return unstack and rt.param_dtype == rt.compute_dtype == "float32" and cpu_decode.available()
 
@@ -89,7 +90,7 @@ _COPY: dict = {}  # the last model's decode copy, see decode_copy
 def decode_copy(model, kernel: bool):
     """_decode_copy of the model, made once per set of weights: XLA:CPU's transposing copy of SmolLM2's layers took
     ~0.5 s, 4 ms per token of a 128-token generation. The copy of the last model used is kept while every one of its
-    parameter arrays is alive and unchanged (held by weak reference: an update to the model, or dropping it, frees it)."""
+    parameter arrays is alive and unchanged (held by weak reference: updating or dropping the model frees it)."""
     leaves = jax.tree.leaves(nnx.state(model))
     hit = _COPY.get("refs")
     if hit is not None and _COPY["kernel"] == kernel and len(hit) == len(leaves) \
@@ -121,6 +122,7 @@ def _generate(model, copy, ids, mask, key, eos, *, max_new_tokens, temperature, 
         with decode_kernels(cpu_decode):
             h, cache = model.extend(tok[:, None], cache, layers=layers)
         return cpu_decode.matmul_nt(h[:, -1], head), cache
+
     out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
     done = jnp.isin(tok, eos)
 
