@@ -6,7 +6,7 @@
   layer's keys and values out of the stack first).
 They are compiled on first use (the system C++ compiler, -march=native) into the cache dir, keyed by the source, the
 compiler, jaxlib and the CPU. Without a compiler, off the CPU backend, or with JAXADAPT_CPU_KERNELS=0,
-`available()` is False and decoding keeps XLA's dot (jaxadapt.generate).
+`available()` is False and decoding keeps XLA's ops (jaxadapt.generate).
 """
 
 from __future__ import annotations
@@ -63,11 +63,16 @@ def _load() -> bool:
     return True
 
 
+def compiler() -> str | None:
+    """The C++ compiler the kernels are built with: $CXX, else g++, c++ or clang++ on PATH (None: none found)."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+
+
 def _build() -> Path:
     """The compiled library in the cache, built (to a temporary name, then renamed) when missing."""
     from jaxadapt.assets import cache_dir
 
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    cxx = compiler()
     if cxx is None:
         raise OSError("no C++ compiler: set CXX or put g++ / c++ / clang++ on PATH")
     import jaxlib

@@ -56,10 +56,10 @@ def sample_next(logits, key, temperature: float, top_k: int, top_p: float):
 
 
 def unstack_by_default(model) -> bool:
-    """Whether decoding runs on a per-call copy of the layer weights (LlamaModel.unstack_layers): on XLA:CPU, and only
-    while that copy takes at most a quarter of the memory still free. The copy halves XLA:CPU's per-token weight
-    traffic (batch 1: 80 -> 44 ms per step on SmolLM2-135M); on accelerators, where memory is the scarce resource and
-    that copy was never measured to pay, the decode loop scans the stacked layers as training does."""
+    """Whether decoding runs on a copy of the layer weights (decode_copy, LlamaModel.unstack_layers): on XLA:CPU,
+    and only while that copy takes at most a quarter of the memory still free. The copy halves XLA:CPU's per-token
+    weight traffic (batch 1: 80 -> 44 ms per step on SmolLM2-135M); on accelerators, where memory is the scarce
+    resource and that copy was never measured to pay, the decode loop scans the stacked layers as training does."""
     if jax.default_backend() != "cpu":
         return False
     layer_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model.model.layers)))

@@ -105,8 +105,8 @@ class Linear(nnx.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         cd = self.compute_dtype
-        kernels = _DECODE_KERNELS.get()
-        y = x @ self.kernel[...].astype(cd) if kernels is None else kernels.matmul_nt(x, self.kernel[...].astype(cd))
+        w, kernels = self.kernel[...].astype(cd), _DECODE_KERNELS.get()
+        y = x @ w if kernels is None else kernels.matmul_nt(x, w)
         if self.bias is not None:
             y = y + self.bias[...].astype(cd)
         if self.lora_a is not None:
@@ -351,8 +351,9 @@ class LlamaModel(nnx.Module):
     def unstack_layers(self, transpose: bool = False) -> tuple:
         """Each layer's params as arrays of their own. A scan slices every layer's weights out of the stacked arrays
         on each pass, and XLA:CPU copies that slice before the matmuls: for a decoded token, whose matmuls are
-        bound by reading the weights, that doubles the memory traffic. Generation slices once per call instead
-        and runs the layers unrolled on these. `transpose`: Linear kernels as [out, in] (see transposed_kernels)."""
+        bound by reading the weights, that doubles the memory traffic. Generation slices once per set of weights
+        instead (jaxadapt.generate.decode_copy) and runs the layers unrolled on these. `transpose`: Linear kernels as
+        [out, in] (see decode_kernels)."""
         _, state = nnx.split(self.layers)
 
         def take(i, path, x):

@@ -2,8 +2,6 @@
 on every tail of its 4-row / 4-output / 16-lane blocking and when XLA runs several at once; the attention equals a
 float64 masked, grouped-query softmax over any layer of a stacked cache; both are optional."""
 
-import shutil
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +9,7 @@ import pytest
 
 from jaxadapt import cpu_decode
 
-needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
-                                    reason="no C++ compiler to build the kernel with")
+needs_compiler = pytest.mark.skipif(cpu_decode.compiler() is None, reason="no C++ compiler to build the kernels with")
 
 
 @needs_compiler
