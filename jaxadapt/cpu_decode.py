@@ -1,7 +1,8 @@
 """Float32 kernels for decoding on XLA:CPU, as XLA FFI custom calls split over XLA's intra-op threads:
-- `matmul_nt`: y = x @ w.T for the few rows of x that one decoded token has. At batch 8, XLA:CPU's dot reads
-  SmolLM2's weights at ~10 GB/s, half of what the machine streams, and decoding is bound by that read;
-  `cpu_decode.cc` reads each weight row once as a sequential stream (prefetched ahead) against up to four rows of x.
+- `matmul`: y = x @ w for the few rows of x that one decoded token has, with w packed (`pack`) into panels of
+  PANEL outputs. At batch 8, XLA:CPU's dot reads SmolLM2's weights at ~10 GB/s, half of what the machine streams,
+  and decoding is bound by that read; `cpu_decode.cc` reads the packed weights once, as one sequential stream
+  prefetched ahead, against up to eight rows of x at a time.
 - `attention`: one new token's attention over a layer of the stacked KV cache, read in place (XLA copies the
   layer's keys and values out of the stack first).
 They are compiled on first use (the system C++ compiler, -march=native) into the cache dir, keyed by the source, the
@@ -25,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 SOURCE = Path(__file__).with_name("cpu_decode.cc")
-TARGETS = {"jaxadapt_matmul_nt": "JaxadaptMatmulNT", "jaxadapt_decode_attention": "JaxadaptDecodeAttention"}
+TARGETS = {"jaxadapt_matmul": "JaxadaptMatmul", "jaxadapt_decode_attention": "JaxadaptDecodeAttention"}
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fopenmp-simd", "-w")
+PANEL = 32  # outputs per weight panel (kPanel in cpu_decode.cc)
 _loaded: dict[str, bool] = {}
 
 
@@ -37,9 +39,19 @@ def available() -> bool:
     return _loaded["ok"]
 
 
-def matmul_nt(x, w):
-    """x [M, K] @ w [N, K].T -> [M, N], float32 (call only when `available()`)."""
-    return jax.ffi.ffi_call("jaxadapt_matmul_nt", jax.ShapeDtypeStruct((x.shape[0], w.shape[0]), jnp.float32))(x, w)
+def pack(w):
+    """w [K, N] as `matmul` reads it: [ceil(N / PANEL), K, PANEL], panel p holding outputs p * PANEL ... (zeros past
+    N), so that one panel is one contiguous run of memory."""
+    k, n = w.shape
+    w = jnp.pad(w, ((0, 0), (0, -n % PANEL)))
+    return w.reshape(k, -1, PANEL).transpose(1, 0, 2)
+
+
+def matmul(x, packed):
+    """x [M, K] @ the [K, N] matrix that `pack` gave `packed` -> [M, N rounded up to PANEL] (the padded outputs are
+    0), float32 (call only when `available()`)."""
+    n = packed.shape[0] * PANEL
+    return jax.ffi.ffi_call("jaxadapt_matmul", jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))(x, packed)
 
 
 def attention(q, k, v, valid, layer: int, scale: float):

@@ -65,9 +65,10 @@ _DECODE_KERNELS: ContextVar = ContextVar("decode_kernels", default=None)
 
 @contextmanager
 def decode_kernels(kernels):
-    """While tracing under this, every Linear kernel is an [out, in] array (LlamaModel.unstack_layers(transpose=True))
-    multiplied as `kernels.matmul_nt(x, kernel)`, and one new token's cached attention over a layer given by number
-    runs `kernels.attention`. Generation's decode step on XLA:CPU uses it with jaxadapt.cpu_decode."""
+    """While tracing under this, a Linear kernel that `kernels.pack` laid out as panels (3-D, see
+    LlamaModel.unstack_layers) is multiplied as `kernels.matmul(x, kernel)`, and one new token's cached attention
+    over a layer given by number runs `kernels.attention`. Generation's decode step on XLA:CPU uses it with
+    jaxadapt.cpu_decode."""
     token = _DECODE_KERNELS.set(kernels)
     try:
         yield
@@ -106,7 +107,7 @@ class Linear(nnx.Module):
         x = x.reshape(-1, x.shape[-1])
         cd = self.compute_dtype
         w, kernels = self.kernel[...].astype(cd), _DECODE_KERNELS.get()
-        y = x @ w if kernels is None else kernels.matmul_nt(x, w)
+        y = kernels.matmul(x, w) if kernels is not None and w.ndim == 3 else x @ w
         if self.bias is not None:
             y = y + self.bias[...].astype(cd)
         if self.lora_a is not None:
@@ -348,16 +349,16 @@ class LlamaModel(nnx.Module):
                                     kv=(cache.k, cache.v), write_at=cache.index, layers=layers)
         return self.norm(h), KVCache(k, v, key_valid, cache.index + t)
 
-    def unstack_layers(self, transpose: bool = False) -> tuple:
+    def unstack_layers(self, pack=None) -> tuple:
         """Each layer's params as arrays of their own. A scan slices every layer's weights out of the stacked arrays
         on each pass, and XLA:CPU copies that slice before the matmuls: for a decoded token, whose matmuls are
         bound by reading the weights, that doubles the memory traffic. Generation slices once per set of weights
-        instead (jaxadapt.generate.decode_copy) and runs the layers unrolled on these. `transpose`: Linear kernels as
-        [out, in] (see decode_kernels)."""
+        instead (jaxadapt.generate.decode_copy) and runs the layers unrolled on these. `pack`: a function applied to
+        each Linear kernel (see decode_kernels)."""
         _, state = nnx.split(self.layers)
 
         def take(i, path, x):
-            return x[i].T if transpose and jax.tree_util.DictKey("kernel") in path else x[i]
+            return pack(x[i]) if pack is not None and jax.tree_util.DictKey("kernel") in path else x[i]
 
         return tuple(jax.tree_util.tree_map_with_path(partial(take, i), state)
                      for i in range(self.cfg.num_hidden_layers))

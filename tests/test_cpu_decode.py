@@ -1,6 +1,7 @@
-"""The XLA:CPU decode kernels (jaxadapt/cpu_decode.cc), built from source here: the matmul equals a float64 reference
-on every tail of its 4-row / 4-output / 16-lane blocking and when XLA runs several at once; the attention equals a
-float64 masked, grouped-query softmax over any layer of a stacked cache; both are optional."""
+"""The XLA:CPU decode kernels (jaxadapt/cpu_decode.cc), built from source here: the matmul on packed weights equals a
+float64 reference for every remainder of its 8-row blocking, for outputs that do not fill the last panel, and when XLA
+runs several at once; the attention equals a float64 masked, grouped-query softmax over any layer of a stacked cache
+(its exp within float32 rounding of numpy's); both are optional."""
 
 import jax
 import jax.numpy as jnp
@@ -13,15 +14,19 @@ needs_compiler = pytest.mark.skipif(cpu_decode.compiler() is None, reason="no C+
 
 
 @needs_compiler
-@pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (8, 576, 200), (5, 570, 133), (9, 17, 3), (3, 16, 65),
-                                   (16, 40, 1)])
+@pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (8, 576, 192), (5, 570, 133), (9, 17, 3), (3, 16, 65),
+                                   (16, 40, 1), (23, 64, 96), (7, 1, 32)])
 def test_matches_a_float64_reference(m, k, n):
     assert cpu_decode.available()
     r = np.random.default_rng(m * 1000 + n)
-    x, w = r.standard_normal((m, k), np.float32), r.standard_normal((n, k), np.float32)
-    got = np.asarray(jax.jit(cpu_decode.matmul_nt)(x, w))
-    want = x.astype(np.float64) @ w.T.astype(np.float64)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    x, w = r.standard_normal((m, k), np.float32), r.standard_normal((k, n), np.float32)
+    packed = cpu_decode.pack(jnp.asarray(w))
+    assert packed.shape == (-(-n // cpu_decode.PANEL), k, cpu_decode.PANEL)
+    got = np.asarray(jax.jit(cpu_decode.matmul)(x, packed))
+    assert got.shape == (m, packed.shape[0] * cpu_decode.PANEL)
+    want = x.astype(np.float64) @ w.astype(np.float64)
+    np.testing.assert_allclose(got[:, :n], want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    assert not got[:, n:].any()  # the padding's outputs
 
 
 @needs_compiler
@@ -31,24 +36,25 @@ def test_independent_calls_in_one_program():
     assert cpu_decode.available()
     r = np.random.default_rng(0)
     x = r.standard_normal((4, 64), np.float32)
-    ws = [r.standard_normal((n, 64), np.float32) for n in (512, 256, 256, 1024)]
-    got = jax.jit(lambda x, ws: [cpu_decode.matmul_nt(jnp.tanh(x), w) for w in ws])(x, ws)
+    ws = [r.standard_normal((64, n), np.float32) for n in (512, 256, 256, 1024)]
+    got = jax.jit(lambda x, ws: [cpu_decode.matmul(jnp.tanh(x), cpu_decode.pack(w)) for w in ws])(x, ws)
     for g, w in zip(got, ws):
-        np.testing.assert_allclose(np.asarray(g), np.tanh(x) @ w.T, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(g), np.tanh(x) @ w, rtol=1e-5, atol=1e-4)
 
 
 @needs_compiler
-@pytest.mark.parametrize("layer", [0, 3])
-def test_attention_matches_a_float64_reference(layer):
+@pytest.mark.parametrize("layer,scale", [(0, 0.3), (3, 0.3), (1, 8.0)])  # at 8.0 many weights underflow to 0
+def test_attention_matches_a_float64_reference(layer, scale):
     r = np.random.default_rng(layer)
     L, B, KVH, S, D, H = 4, 3, 2, 40, 24, 6  # 3 query heads per KV head
     q = r.standard_normal((B, H, D), np.float32)
     k, v = (r.standard_normal((L, B, KVH, S, D), np.float32) for _ in range(2))
     valid = r.random((B, S)) < 0.6
     valid[:, 0] = True
-    got = np.asarray(jax.jit(lambda *a: cpu_decode.attention(*a, layer=layer, scale=0.3))(q, k, v, valid))
+    valid[1, 16:32] = False  # a whole block of 16 keys masked
+    got = np.asarray(jax.jit(lambda *a: cpu_decode.attention(*a, layer=layer, scale=scale))(q, k, v, valid))
     keys, values = (np.repeat(x[layer].astype(np.float64), H // KVH, axis=1) for x in (k, v))  # [B, H, S, D]
-    scores = np.where(valid[:, None], np.einsum("bhd,bhsd->bhs", q, keys) * 0.3, -np.inf)
+    scores = np.where(valid[:, None], np.einsum("bhd,bhsd->bhs", q, keys) * scale, -np.inf)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     want = np.einsum("bhs,bhsd->bhd", probs / probs.sum(-1, keepdims=True), values)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -53,8 +53,8 @@ def test_greedy_matches_transformers_on_smollm2(smollm2):
 @pytest.mark.parametrize("loop", ["kernel", "unstacked", "stacked"])
 def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     """Window 40 < prompt + generation: the cache must hide keys that slid out, as transformers does. Every decode
-    loop: on a per-call copy of each layer's weights, transposed for jaxadapt.cpu_decode (XLA:CPU's default) or as
-    they are for XLA's dot, and scanning the stacked layers."""
+    loop: on a copy of each layer's weights, packed for jaxadapt.cpu_decode (XLA:CPU's default) or as they are for
+    XLA's dot, and scanning the stacked layers."""
     if loop == "kernel" and not cpu_decode.available():
         pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
     if loop == "unstacked":
@@ -69,6 +69,24 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     assert unstack_by_default(model)  # a tiny model on CPU
     assert jaxadapt.generate.uses_cpu_decode(model, unstack) == (loop == "kernel")
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
+
+
+def test_kernel_decode_with_biases_and_outputs_that_fill_no_whole_panel(hf_dir):
+    """head_dim 24: the k/v projections have 48 outputs, not a multiple of cpu_decode.PANEL, so they stay XLA dots
+    inside the kernel decode step; the q/k/v and MLP biases are added after the kernels' products; the vocabulary
+    (300) pads the packed head's last panel."""
+    if not cpu_decode.available():
+        pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
+    path, ref = hf_dir("llama_bias_head_dim")
+    ref.generation_config.eos_token_id, ref.generation_config.pad_token_id = None, 0
+    prompts = [np.random.default_rng(2).integers(3, 300, n).tolist() for n in (21, 9)]
+    model = load_pretrained(path)
+    assert jaxadapt.generate.uses_cpu_decode(model, True)
+    layers, head = decode_copy(model, True)
+    attn = layers[0]["self_attn"]
+    assert [attn[k]["kernel"][...].ndim for k in ("q_proj", "k_proj", "v_proj", "o_proj")] == [3, 2, 2, 3]
+    assert head.shape == (10, 64, cpu_decode.PANEL)  # 300 tokens in 10 panels of 32
+    assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40) == _hf_greedy(ref, prompts, 40, ())
 
 
 def test_decode_copy_is_reused_until_the_weights_change(hf_dir):
