@@ -6,7 +6,8 @@
 - `attention`: one new token's attention over a layer of the stacked KV cache, read in place (XLA copies the
   layer's keys and values out of the stack first).
 They are compiled on first use (the system C++ compiler, -march=native) into the cache dir, keyed by the source, the
-compiler, jaxlib and the CPU. Without a compiler, off the CPU backend, or with JAXADAPT_CPU_KERNELS=0,
+compiler and its flags (JAXADAPT_CPU_KERNEL_FLAGS adds some, e.g. -mno-avx512f for the plain loops), jaxlib
+and the CPU. Without a compiler, off the CPU backend, or with JAXADAPT_CPU_KERNELS=0,
 `available()` is False and decoding keeps XLA's ops (jaxadapt.generate).
 """
 
@@ -89,12 +90,13 @@ def _build() -> Path:
         raise OSError("no C++ compiler: set CXX or put g++ / c++ / clang++ on PATH")
     import jaxlib
 
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([cxx, *FLAGS]).encode(), jaxlib.__version__.encode(),
+    flags = [*FLAGS, *os.environ.get("JAXADAPT_CPU_KERNEL_FLAGS", "").split()]
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join([cxx, *flags]).encode(), jaxlib.__version__.encode(),
                                      platform.machine().encode(), _cpu_flags()])).hexdigest()[:16]
     out = cache_dir("kernels") / f"cpu_decode-{key}.so"
     if not out.exists():
         tmp = out.with_name(f".{out.name}.{os.getpid()}")
-        proc = subprocess.run([cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(tmp)],
+        proc = subprocess.run([cxx, *flags, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", str(tmp)],
                               capture_output=True, text=True)
         if proc.returncode:
             tmp.unlink(missing_ok=True)

@@ -3,6 +3,11 @@ float64 reference for every remainder of its 8-row blocking, for outputs that do
 runs several at once; the attention equals a float64 masked, grouped-query softmax over any layer of a stacked cache
 (its exp within float32 rounding of numpy's); both are optional."""
 
+import os
+import platform
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +77,16 @@ def test_a_failing_compiler_is_a_warning_not_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "false")  # exits 1
     with pytest.warns(UserWarning, match="CPU decode kernels unavailable"):
         assert not cpu_decode.available()
+
+
+@needs_compiler
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="-mno-avx512f is an x86 flag")
+def test_the_plain_loops_match_too(tmp_path):
+    """CPUs without AVX-512 (or with a compiler that lacks it) get the plain loops after each #else in
+    cpu_decode.cc: the reference tests above, rerun on a build with AVX-512 switched off."""
+    env = {**os.environ, "JAXADAPT_CPU_KERNEL_FLAGS": "-mno-avx512f", "JAXADAPT_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "reference or independent"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout
+    assert len(list((tmp_path / "kernels").glob("cpu_decode-*.so"))) == 1  # built here, with the flag
