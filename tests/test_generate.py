@@ -89,6 +89,30 @@ def test_kernel_decode_with_biases_and_outputs_that_fill_no_whole_panel(hf_dir):
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40) == _hf_greedy(ref, prompts, 40, ())
 
 
+def test_decode_with_unmerged_lora_equals_the_merged_model(hf_dir):
+    """A run dir's model generates with its LoRA factors attached (jaxadapt.train.export.restore_model): on every
+    decode path their products are added to the packed or plain kernels' and must give the merged model's tokens.
+    LoRA on half the layers, with non-zero B, and large enough to change the greedy tokens."""
+    from jaxadapt.train.config import LoraConfig
+    from jaxadapt.train.lora import add_lora, merge_lora
+
+    path, _ = hf_dir("llama_gqa")
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    model = load_pretrained(path)
+    base = generate_ids(model, prompts, eos_ids=(), max_new_tokens=24)
+    add_lora(model, LoraConfig(rank=4, alpha=8, layers=(0, 2)), seed=1)
+    for name in ("q_proj", "v_proj", "down_proj"):
+        lin = getattr(model.model.layers.self_attn if name.endswith(("q_proj", "v_proj")) else model.model.layers.mlp,
+                      name)
+        lin.lora_b[...] = jax.random.normal(jax.random.key(len(name)), lin.lora_b[...].shape) * 0.5
+    got = {unstack: generate_ids(model, prompts, eos_ids=(), max_new_tokens=24, unstack=unstack)
+           for unstack in (True, False)}
+    merge_lora(model)
+    want = generate_ids(model, prompts, eos_ids=(), max_new_tokens=24)
+    assert want != base
+    assert got == {True: want, False: want}
+
+
 def test_decode_copy_is_reused_until_the_weights_change(hf_dir):
     """The per-model copy of the layer weights (jaxadapt.generate.decode_copy) is made once, and made again after
     the model's weights change, so that generation never runs on stale weights."""
