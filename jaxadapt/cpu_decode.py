@@ -1,4 +1,5 @@
-"""Float32 kernels for decoding on XLA:CPU, as XLA FFI custom calls split over XLA's intra-op threads:
+"""Kernels for decoding on XLA:CPU in float32 or bfloat16 (float32 arithmetic either way), as XLA FFI custom calls
+split over XLA's intra-op threads:
 - `matmul`: y = x @ w for the few rows of x that one decoded token has, with w packed (`pack`) into panels of
   PANEL outputs. At batch 8, XLA:CPU's dot reads SmolLM2's weights at ~10 GB/s, half of what the machine streams,
   and decoding is bound by that read; `cpu_decode.cc` reads the packed weights once, as one sequential stream
@@ -50,16 +51,17 @@ def pack(w):
 
 def matmul(x, packed):
     """x [M, K] @ the [K, N] matrix that `pack` gave `packed` -> [M, N rounded up to PANEL] (the padded outputs are
-    0), float32 (call only when `available()`)."""
+    0), both float32 or both bfloat16 (call only when `available()`)."""
     n = packed.shape[0] * PANEL
-    return jax.ffi.ffi_call("jaxadapt_matmul", jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32))(x, packed)
+    return jax.ffi.ffi_call("jaxadapt_matmul", jax.ShapeDtypeStruct((x.shape[0], n), x.dtype))(x, packed)
 
 
 def attention(q, k, v, valid, layer: int, scale: float):
-    """One token's attention over `layer` of the stacked caches, float32 (call only when `available()`):
+    """One token's attention over `layer` of the stacked caches, all float32 or all bfloat16 (call only when
+    `available()`):
     q [B, H, D]; k, v [L, B, KVH, S, D] (H a multiple of KVH, query heads grouped per KV head); valid [B, S] bool
     -> [B, H, D]. Masked slots score -FLT_MAX before the softmax, as in jaxadapt.model.cached_attention."""
-    return jax.ffi.ffi_call("jaxadapt_decode_attention", jax.ShapeDtypeStruct(q.shape, jnp.float32))(
+    return jax.ffi.ffi_call("jaxadapt_decode_attention", jax.ShapeDtypeStruct(q.shape, q.dtype))(
         q, k, v, valid, layer=np.int64(layer), scale=np.float32(scale))
 
 

@@ -70,10 +70,11 @@ def unstack_by_default(model) -> bool:
 
 
 def uses_cpu_decode(model, unstack: bool) -> bool:
-    """Whether the decode step runs jaxadapt.cpu_decode's matmul and attention: on the unstacked (CPU) path, in
-    float32, where the kernels could be built."""
+    """Whether the decode step runs jaxadapt.cpu_decode's matmul and attention: on the unstacked (CPU) path, with
+    float32 or bfloat16 parameters computed in their own dtype, where the kernels could be built."""
     rt = model.runtime
-    return unstack and rt.param_dtype == rt.compute_dtype == "float32" and cpu_decode.available()
+    return (unstack and rt.param_dtype == rt.compute_dtype and rt.param_dtype in ("float32", "bfloat16")
+            and cpu_decode.available())
 
 
 def _pack_linear(w):
@@ -128,7 +129,7 @@ def _generate(model, copy, ids, mask, key, eos, *, max_new_tokens, temperature, 
             return model.logits(h[:, -1]), cache
         with decode_kernels(cpu_decode):
             h, cache = model.extend(tok[:, None], cache, layers=layers)
-        return cpu_decode.matmul(h[:, -1], head)[:, :model.config.vocab_size], cache
+        return cpu_decode.matmul(h[:, -1], head)[:, :model.config.vocab_size].astype(jnp.float32), cache
 
     out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
     done = jnp.isin(tok, eos)

@@ -18,19 +18,31 @@ from jaxadapt import cpu_decode
 needs_compiler = pytest.mark.skipif(cpu_decode.compiler() is None, reason="no C++ compiler to build the kernels with")
 
 
+# bfloat16 results are float32 sums rounded once: within half a bfloat16 ulp (2^-9 relative) of the exact value
+TOLERANCE = {"float32": dict(rtol=1e-5, atol=1e-5), "bfloat16": dict(rtol=2 ** -8, atol=1e-5)}
+
+
+def _cast(dtype, *arrays):
+    """The arrays in `dtype` (jax) and their values as float64 (numpy), for the references."""
+    out = [jnp.asarray(a, dtype) for a in arrays]
+    return out, [np.asarray(a.astype(jnp.float32), np.float64) for a in out]
+
+
 @needs_compiler
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (8, 576, 192), (5, 570, 133), (9, 17, 3), (3, 16, 65),
                                    (16, 40, 1), (23, 64, 96), (7, 1, 32)])
-def test_matches_a_float64_reference(m, k, n):
+def test_matches_a_float64_reference(m, k, n, dtype):
     assert cpu_decode.available()
     r = np.random.default_rng(m * 1000 + n)
-    x, w = r.standard_normal((m, k), np.float32), r.standard_normal((k, n), np.float32)
-    packed = cpu_decode.pack(jnp.asarray(w))
-    assert packed.shape == (-(-n // cpu_decode.PANEL), k, cpu_decode.PANEL)
-    got = np.asarray(jax.jit(cpu_decode.matmul)(x, packed))
-    assert got.shape == (m, packed.shape[0] * cpu_decode.PANEL)
-    want = x.astype(np.float64) @ w.astype(np.float64)
-    np.testing.assert_allclose(got[:, :n], want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    (x, w), (x64, w64) = _cast(dtype, r.standard_normal((m, k)), r.standard_normal((k, n)))
+    packed = cpu_decode.pack(w)
+    assert packed.shape == (-(-n // cpu_decode.PANEL), k, cpu_decode.PANEL) and packed.dtype == dtype
+    got = jax.jit(cpu_decode.matmul)(x, packed)
+    assert got.shape == (m, packed.shape[0] * cpu_decode.PANEL) and got.dtype == dtype
+    got = np.asarray(got.astype(jnp.float32))
+    tol = TOLERANCE[dtype]
+    np.testing.assert_allclose(got[:, :n], x64 @ w64, rtol=tol["rtol"], atol=tol["atol"] * np.sqrt(k))
     assert not got[:, n:].any()  # the padding's outputs
 
 
@@ -48,21 +60,23 @@ def test_independent_calls_in_one_program():
 
 
 @needs_compiler
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("layer,scale", [(0, 0.3), (3, 0.3), (1, 8.0)])  # at 8.0 many weights underflow to 0
-def test_attention_matches_a_float64_reference(layer, scale):
+def test_attention_matches_a_float64_reference(layer, scale, dtype):
     r = np.random.default_rng(layer)
     L, B, KVH, S, D, H = 4, 3, 2, 40, 24, 6  # 3 query heads per KV head
-    q = r.standard_normal((B, H, D), np.float32)
-    k, v = (r.standard_normal((L, B, KVH, S, D), np.float32) for _ in range(2))
+    (q, k, v), (q64, k64, v64) = _cast(dtype, r.standard_normal((B, H, D)), r.standard_normal((L, B, KVH, S, D)),
+                                       r.standard_normal((L, B, KVH, S, D)))
     valid = r.random((B, S)) < 0.6
     valid[:, 0] = True
     valid[1, 16:32] = False  # a whole block of 16 keys masked
-    got = np.asarray(jax.jit(lambda *a: cpu_decode.attention(*a, layer=layer, scale=scale))(q, k, v, valid))
-    keys, values = (np.repeat(x[layer].astype(np.float64), H // KVH, axis=1) for x in (k, v))  # [B, H, S, D]
-    scores = np.where(valid[:, None], np.einsum("bhd,bhsd->bhs", q, keys) * scale, -np.inf)
+    got = jax.jit(lambda *a: cpu_decode.attention(*a, layer=layer, scale=scale))(q, k, v, valid)
+    assert got.dtype == dtype
+    keys, values = (np.repeat(x[layer], H // KVH, axis=1) for x in (k64, v64))  # [B, H, S, D]
+    scores = np.where(valid[:, None], np.einsum("bhd,bhsd->bhs", q64, keys) * scale, -np.inf)
     probs = np.exp(scores - scores.max(-1, keepdims=True))
     want = np.einsum("bhs,bhsd->bhd", probs / probs.sum(-1, keepdims=True), values)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.astype(jnp.float32)), want, **TOLERANCE[dtype])
 
 
 def test_switched_off_by_the_environment(monkeypatch):

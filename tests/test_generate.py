@@ -1,5 +1,7 @@
 """KV-cached generation: greedy output equals transformers' token for token; cached logits equal the full forward."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,6 +89,38 @@ def test_kernel_decode_with_biases_and_outputs_that_fill_no_whole_panel(hf_dir):
     assert [attn[k]["kernel"][...].ndim for k in ("q_proj", "k_proj", "v_proj", "o_proj")] == [3, 2, 2, 3]
     assert head.shape == (10, 64, cpu_decode.PANEL)  # 300 tokens in 10 panels of 32
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40) == _hf_greedy(ref, prompts, 40, ())
+
+
+def test_bfloat16_kernel_decode_step_matches_xla(hf_dir):
+    """A bfloat16 model decodes with the kernels too (float32 arithmetic, each product rounded to bfloat16 once):
+    one decode step's logits after a left-padded prefill equal those of XLA's ops on the same bfloat16 weights
+    within bfloat16 rounding."""
+    if not cpu_decode.available():
+        pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
+    from jaxadapt.model import decode_kernels
+
+    model = load_pretrained(hf_dir("llama_gqa")[0], "bfloat16")
+    assert jaxadapt.generate.uses_cpu_decode(model, True)
+    ids = jnp.asarray(np.random.default_rng(3).integers(3, 300, (2, 40)))
+    mask = jnp.asarray(np.arange(40)[None] >= np.array([[0], [9]]))  # row 1 left-padded
+    _, cache = jax.jit(lambda m, i, a: m.extend(i, m.init_cache(2, 48), a))(model, ids, mask)
+    tok = jnp.asarray([[7], [11]])
+
+    @partial(jax.jit, static_argnames="kernel")
+    def step(model, copy, cache, kernel):
+        layers, head = copy
+        if not kernel:
+            return model.logits(model.extend(tok, cache, layers=layers)[0][:, -1])
+        with decode_kernels(cpu_decode):
+            h = model.extend(tok, cache, layers=layers)[0]
+        return cpu_decode.matmul(h[:, -1], head)[:, :300].astype(jnp.float32)
+
+    got = np.asarray(step(model, decode_copy(model, True), cache, kernel=True))
+    want = np.asarray(step(model, decode_copy(model, False), cache, kernel=False))
+    assert got.dtype == want.dtype == np.float32
+    # a few bfloat16 ulps (2^-8 relative) of the largest logit: the two round different partial sums
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.02 * np.abs(want).max())
+    assert np.mean(got.argmax(-1) == want.argmax(-1)) == 1.0
 
 
 def test_decode_with_unmerged_lora_equals_the_merged_model(hf_dir):
