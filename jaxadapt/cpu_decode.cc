@@ -364,8 +364,10 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::AnyBuffer q, ffi::AnyBuffe
       layer >= kd[0]) {
     return ffi::Error::InvalidArgument("jaxadapt_decode_attention: expected q [B, H, D], k/v [L, B, KVH, S, D]");
   }
-  ffi::Error types = CheckTypes("jaxadapt_decode_attention",
-                                {q.element_type(), k.element_type(), v.element_type(), out->element_type()});
+  // A bfloat16 KV cache may come as its uint16 bit patterns (jaxadapt.model.KVCache).
+  const auto cached = [&](ffi::DataType t) { return t == ffi::DataType::U16 ? ffi::DataType::BF16 : t; };
+  ffi::Error types = CheckTypes("jaxadapt_decode_attention", {q.element_type(), cached(k.element_type()),
+                                                              cached(v.element_type()), out->element_type()});
   if (types.failure()) return types;
   const int64_t B = qd[0], H = qd[1], D = qd[2], KVH = kd[2], S = kd[3], offset = layer * B * KVH * S * D;
   if (q.element_type() == ffi::DataType::F32) {
