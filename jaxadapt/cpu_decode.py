@@ -59,8 +59,8 @@ def matmul(x, packed):
 def attention(q, k, v, valid, layer: int, scale: float):
     """One token's attention over `layer` of the stacked caches, all float32 or all bfloat16 (call only when
     `available()`):
-    q [B, H, D]; k, v [L, B, KVH, S, D] (H a multiple of KVH, query heads grouped per KV head; for bfloat16 q, k and v
-    may be uint16 bit patterns, as jaxadapt.model.KVCache keeps them); valid [B, S] bool
+    q [B, H, D]; k, v [L, B, KVH, S, D] (H a multiple of KVH, query heads grouped per KV head; with a bfloat16 q, k
+    and v may hold uint16 bit patterns, as jaxadapt.model.KVCache keeps them); valid [B, S] bool
     -> [B, H, D]. Masked slots score -FLT_MAX before the softmax, as in jaxadapt.model.cached_attention."""
     return jax.ffi.ffi_call("jaxadapt_decode_attention", jax.ShapeDtypeStruct(q.shape, q.dtype))(
         q, k, v, valid, layer=np.int64(layer), scale=np.float32(scale))

@@ -189,8 +189,8 @@ class KVCache:
     Prompts are left-padded so that every row writes the same slot `index`; `key_valid` [batch, max_len] marks the
     slots holding real tokens (not padding, not yet written). A bfloat16 cache holds its values' uint16 bit patterns:
     XLA:CPU rewrites a bfloat16 dynamic-update-slice as a float32 one on a converted copy of the whole stacked cache,
-    every layer of every token (SmolLM2 at batch 1: 3.6 of 28 ms per decoded token), and a bitcast around it still
-    copies; an integer cache is updated in place.
+    every layer of every token, and a bitcast around it still copies; an integer cache is updated in place (bfloat16
+    SmolLM2 at batch 8, 128 new tokens: 85 -> 39 ms per token).
     """
 
     k: jax.Array
@@ -447,7 +447,7 @@ class LlamaForCausalLM(nnx.Module):
         return self.logits(self.hidden_states(input_ids, attention_mask, positions, segment_ids, rng))
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
-        """An empty KV cache for `extend`, in the compute dtype."""
+        """An empty KV cache for `extend`, in the compute dtype (bfloat16 as uint16 bit patterns, see KVCache)."""
         return KVCache.empty(self.config, batch, max_len, jnp.dtype(self.runtime.compute_dtype))
 
     def extend(self, input_ids, cache: KVCache, attention_mask=None, layers=None):
