@@ -77,13 +77,13 @@ inline void Store16(bf16* p, __m512 v) {
 }
 
 // Rows m0 .. m0+MB-1 of x against one panel w [K, 32] -> y[m, 0..31] (y points at the panel's first output).
-template <int MB, typename T>
-inline void Panel(const T* x, const T* w, T* y, int64_t K, int64_t N, int64_t m0, bool prefetch) {
+template <int MB, typename T, typename W>
+inline void Panel(const T* x, const W* w, T* y, int64_t K, int64_t N, int64_t m0, bool prefetch) {
   __m512 acc[MB][2];
   for (int i = 0; i < MB; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
-    const T* wk = w + k * kPanel;
-    if (prefetch) PrefetchRow(wk, kPanel * sizeof(T));
+    const W* wk = w + k * kPanel;
+    if (prefetch) PrefetchRow(wk, kPanel * sizeof(W));
     const __m512 w0 = Load16(wk), w1 = Load16(wk + 16);
     for (int i = 0; i < MB; ++i) {
       const __m512 xb = _mm512_set1_ps(ToFloat(x[(m0 + i) * K + k]));
@@ -97,11 +97,11 @@ inline void Panel(const T* x, const T* w, T* y, int64_t K, int64_t N, int64_t m0
   }
 }
 #else
-template <int MB, typename T>
-inline void Panel(const T* x, const T* w, T* y, int64_t K, int64_t N, int64_t m0, bool prefetch) {
+template <int MB, typename T, typename W>
+inline void Panel(const T* x, const W* w, T* y, int64_t K, int64_t N, int64_t m0, bool prefetch) {
   float acc[MB][kPanel] = {};
   for (int64_t k = 0; k < K; ++k) {
-    if (prefetch) PrefetchRow(w + k * kPanel, kPanel * sizeof(T));
+    if (prefetch) PrefetchRow(w + k * kPanel, kPanel * sizeof(W));
     float wk[kPanel];
     for (int j = 0; j < kPanel; ++j) wk[j] = ToFloat(w[k * kPanel + j]);
     for (int i = 0; i < MB; ++i) {
@@ -116,10 +116,10 @@ inline void Panel(const T* x, const T* w, T* y, int64_t K, int64_t N, int64_t m0
 #endif
 
 // Every row of x against panels p0 .. p1-1: eight rows at a time (only the first pass prefetches), then the rest.
-template <typename T>
-void Panels(const T* x, const T* w, T* y, int64_t M, int64_t K, int64_t N, int64_t p0, int64_t p1) {
+template <typename T, typename W>
+void Panels(const T* x, const W* w, T* y, int64_t M, int64_t K, int64_t N, int64_t p0, int64_t p1) {
   for (int64_t p = p0; p < p1; ++p) {
-    const T* wp = w + p * K * kPanel;
+    const W* wp = w + p * K * kPanel;
     T* yp = y + p * kPanel;
     int64_t m = 0;
     for (; m + 8 <= M; m += 8) Panel<8>(x, wp, yp, K, N, m, m == 0);
@@ -171,23 +171,29 @@ ffi::Error CheckTypes(const char* name, std::initializer_list<ffi::DataType> typ
   return ffi::Error::Success();
 }
 
-template <typename T>
-void RunMatmul(ffi::ThreadPool& pool, const T* x, const T* w, T* y, int64_t M, int64_t K, int64_t P) {
+template <typename T, typename W>
+void RunMatmul(ffi::ThreadPool& pool, const T* x, const W* w, T* y, int64_t M, int64_t K, int64_t P) {
   // Parts of at least two panels, each a contiguous run of the weights.
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), P / 2));
   ParallelFor(pool, parts, [=](int64_t i) { Panels(x, w, y, M, K, P * kPanel, P * i / parts, P * (i + 1) / parts); });
 }
 
+// x and y float32 or bfloat16; w of x's type, or bfloat16 under float32 x: weights that are exactly bfloat16 values
+// (a bfloat16 checkpoint computed in float32) give the same float32 products from half the bytes.
 ffi::Error Matmul(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y) {
   const auto xd = x.dimensions();
   const auto wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 3 || xd[1] != wd[1] || wd[2] != kPanel) {
     return ffi::Error::InvalidArgument("jaxadapt_matmul: expected x [M, K] and w [N / 32, K, 32]");
   }
-  ffi::Error types = CheckTypes("jaxadapt_matmul", {x.element_type(), w.element_type(), y->element_type()});
+  const bool narrow = x.element_type() == ffi::DataType::F32 && w.element_type() == ffi::DataType::BF16;
+  ffi::Error types = CheckTypes("jaxadapt_matmul", {x.element_type(), narrow ? x.element_type() : w.element_type(),
+                                                    y->element_type()});
   if (types.failure()) return types;
   const int64_t M = xd[0], K = xd[1], P = wd[0];
-  if (x.element_type() == ffi::DataType::F32) {
+  if (narrow) {
+    RunMatmul(pool, x.typed_data<float>(), w.reinterpret_data<bf16>(), y->typed_data<float>(), M, K, P);
+  } else if (x.element_type() == ffi::DataType::F32) {
     RunMatmul(pool, x.typed_data<float>(), w.typed_data<float>(), y->typed_data<float>(), M, K, P);
   } else {
     RunMatmul(pool, x.reinterpret_data<bf16>(), w.reinterpret_data<bf16>(), y->reinterpret_data<bf16>(), M, K, P);

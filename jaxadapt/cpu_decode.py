@@ -51,7 +51,8 @@ def pack(w):
 
 def matmul(x, packed):
     """x [M, K] @ the [K, N] matrix that `pack` gave `packed` -> [M, N rounded up to PANEL] (the padded outputs are
-    0), both float32 or both bfloat16 (call only when `available()`)."""
+    0) in x's dtype: both float32, both bfloat16, or float32 x with bfloat16 weights (the float32 products of their
+    exact values; see jaxadapt.generate.decode_copy) (call only when `available()`)."""
     n = packed.shape[0] * PANEL
     return jax.ffi.ffi_call("jaxadapt_matmul", jax.ShapeDtypeStruct((x.shape[0], n), x.dtype))(x, packed)
 

@@ -106,8 +106,8 @@ class Linear(nnx.Module):
         lead = x.shape[:-1]
         x = x.reshape(-1, x.shape[-1])
         cd = self.compute_dtype
-        w, kernels = self.kernel[...].astype(cd), _DECODE_KERNELS.get()
-        y = kernels.matmul(x, w) if kernels is not None and w.ndim == 3 else x @ w
+        w, kernels = self.kernel[...], _DECODE_KERNELS.get()
+        y = kernels.matmul(x, w) if kernels is not None and w.ndim == 3 else x @ w.astype(cd)
         if self.bias is not None:
             y = y + self.bias[...].astype(cd)
         if self.lora_a is not None:

@@ -47,6 +47,19 @@ def test_matches_a_float64_reference(m, k, n, dtype):
 
 
 @needs_compiler
+@pytest.mark.parametrize("m,k,n", [(1, 576, 1536), (8, 576, 192), (11, 40, 64)])
+def test_float32_rows_on_bfloat16_weights_equal_float32_weights_of_the_same_values(m, k, n):
+    """Weights that are exact bfloat16 values may be packed as bfloat16 under float32 x: the same float32 products,
+    bit for bit."""
+    r = np.random.default_rng(m + n)
+    x = jnp.asarray(r.standard_normal((m, k)), jnp.float32)
+    w = jnp.asarray(r.standard_normal((k, n)), jnp.bfloat16)
+    narrow = jax.jit(cpu_decode.matmul)(x, cpu_decode.pack(w))
+    assert narrow.dtype == jnp.float32
+    np.testing.assert_array_equal(narrow, jax.jit(cpu_decode.matmul)(x, cpu_decode.pack(w.astype(jnp.float32))))
+
+
+@needs_compiler
 def test_independent_calls_in_one_program():
     """q, k and v of a decode step are independent, so XLA may run their calls at once on its threads; each call
     finishes its own work even when no pool thread is free for it."""

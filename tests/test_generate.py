@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
 import jaxadapt.generate
 from jaxadapt import cpu_decode
@@ -121,6 +122,31 @@ def test_bfloat16_kernel_decode_step_matches_xla(hf_dir):
     # a few bfloat16 ulps (2^-8 relative) of the largest logit: the two round different partial sums
     np.testing.assert_allclose(got, want, rtol=0, atol=0.02 * np.abs(want).max())
     assert np.mean(got.argmax(-1) == want.argmax(-1)) == 1.0
+
+
+def test_float32_decode_of_bfloat16_exact_weights_reads_them_as_bfloat16(hf_dir, monkeypatch):
+    """A float32 model whose weights are all exact bfloat16 values (a bfloat16 checkpoint loaded in float32) decodes
+    from bfloat16 copies of its kernels and head, to the same tokens as from float32 copies; one weight off the
+    bfloat16 grid keeps everything float32."""
+    if not cpu_decode.available():
+        pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
+    model = load_pretrained(hf_dir("llama_tied")[0])
+    for _, var in nnx.iter_graph(model):
+        if isinstance(var, nnx.Param):
+            var[...] = var[...].astype(jnp.bfloat16).astype(jnp.float32)
+    prompts = [[5, 6, 7, 8, 9], [11, 12]]
+    layers, head = decode_copy(model, True)
+    assert head.dtype == layers[0]["mlp"]["down_proj"]["kernel"][...].dtype == jnp.bfloat16
+    narrow = generate_ids(model, prompts, eos_ids=(), max_new_tokens=32)
+    monkeypatch.setattr(jaxadapt.generate, "_bfloat16_exact", lambda model: False)
+    jaxadapt.generate._COPY.clear()  # the same weights, copied again
+    layers, head = decode_copy(model, True)
+    assert head.dtype == jnp.float32
+    assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=32) == narrow
+    monkeypatch.undo()
+    down = model.model.layers.mlp.down_proj.kernel
+    down[...] = down[...].at[0, 0, 0].add(1e-6)
+    assert decode_copy(model, True)[1].dtype == jnp.float32
 
 
 def test_decode_with_unmerged_lora_equals_the_merged_model(hf_dir):
