@@ -40,10 +40,10 @@ def eos_ids_of(cfg, model_dir: Path | None = None) -> tuple[int, ...]:
 def sample_next(logits, key, temperature: float, top_k: int, top_p: float):
     """Next token ids [batch] from float32 logits [batch, vocab]: argmax when temperature == 0, else a sample from
     the temperature-scaled distribution restricted to the top_k tokens (0 = all) and the top_p nucleus."""
-    if temperature == 0:  # argmax as the first index of the maximum: two plain reductions, half the time on XLA:CPU
-        top = jnp.max(logits, axis=-1, keepdims=True)
+    if temperature == 0:  # argmax as the first index of the maximum (or of a NaN, as argmax): two plain reductions,
+        top = jnp.max(logits, axis=-1, keepdims=True)  # half the time of XLA:CPU's argmax
         index = jnp.arange(logits.shape[-1], dtype=jnp.int32)
-        return jnp.min(jnp.where(logits == top, index, logits.shape[-1]), axis=-1)
+        return jnp.min(jnp.where((logits == top) | jnp.isnan(logits), index, logits.shape[-1]), axis=-1)
     logits = logits / temperature
     if top_k > 0:
         kth = jax.lax.top_k(logits, top_k)[0][:, -1:]

@@ -219,6 +219,15 @@ def test_cached_decode_logits_equal_full_forward(family_name, dtype, hf_dir):
     assert np.abs(np.concatenate(got, axis=1) - full)[mask].max() <= tol
 
 
+def test_greedy_pick_is_argmax_with_ties_and_nans():
+    logits = np.random.default_rng(0).standard_normal((5, 300)).astype(np.float32)
+    logits[1, [7, 90]] = logits[1].max() + 1  # a tie: the first index wins
+    logits[2, 40] = logits[3, [5, 250]] = np.nan  # argmax points at the first NaN
+    logits[4] = -np.inf
+    got = jax.jit(lambda x: jaxadapt.generate.sample_next(x, None, 0.0, 0, 1.0))(logits)
+    assert np.asarray(got).tolist() == np.asarray(jnp.argmax(logits, axis=-1)).tolist() == [int(got[0]), 7, 40, 5, 0]
+
+
 def test_sampling_is_reproducible_and_filters_like_greedy(hf_dir):
     path, _ = hf_dir("llama_gqa")
     model = load_pretrained(path)
