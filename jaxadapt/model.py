@@ -232,7 +232,7 @@ def cached_attention(q, k, v, kv, layer, index, mask):
     kernels = _DECODE_KERNELS.get()
     if kernels is not None and t == 1 and isinstance(layer, int):  # see decode_kernels
         out = kernels.attention(q[:, 0], cache_k, cache_v, mask[:, 0, 0], layer, d ** -0.5)
-        return out[:, None].astype(q.dtype), (cache_k, cache_v)
+        return out[:, None], (cache_k, cache_v)  # in q's dtype
     keys, values = _from_cache(cache_k[layer]), _from_cache(cache_v[layer])  # [batch, kv_heads, max_len, head_dim]
     kvh = keys.shape[1]
     q = q.reshape(b, t, kvh, heads // kvh, d).transpose(0, 2, 3, 1, 4).reshape(b, kvh, -1, d)

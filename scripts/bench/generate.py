@@ -28,7 +28,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, median_seconds, peak_rss_mb, print_table, run_worker  # noqa: E402
 
 
-
 def worker(impl: str, batch: int, new_tokens: int, prompt_len: int, iters: int, bf16_weights: bool) -> None:
     import numpy as np
 
