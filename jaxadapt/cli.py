@@ -117,8 +117,10 @@ def plan(
     logits_chunk: str = typer.Option("auto", help="LM head + cross-entropy this many positions at a time "
                                                   "(train.logits_chunk); 0: all at once; auto (as train does): "
                                                   "chunks only where a device's float32 logits pass 1 GiB."),
-    attention_chunk: int = typer.Option(0, help="Training attention this many queries at a time "
-                                                "(model.attention_chunk); 0: all at once."),
+    attention_chunk: str = typer.Option("auto", help="Training attention this many queries at a time "
+                                                     "(model.attention_chunk); 0: all at once; auto (as train "
+                                                     "does): chunks only where a device's float32 attention scores "
+                                                     "pass 1 GiB."),
 ):
     """Compile the train step ahead of time for a simulated mesh: per-device memory and FLOPs, no weights needed."""
     from jaxadapt.train.plan import plan_command

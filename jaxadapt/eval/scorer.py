@@ -8,7 +8,7 @@ its slice) and gets the replicated sums back, so all processes agree on every nu
 
 The LM head and the softmax run `logits_chunk` positions at a time (jaxadapt.train.loss.target_logprobs): at
 Llama-3's 128K vocabulary, 8 rows x 4096 positions of float32 logits are 16 GiB, more than the model. By default
-the chunk keeps one device's logits under 1 GiB (train.loss.auto_logits_chunk; whole rows when they fit). Widths
+the chunk keeps one device's logits under 1 GiB (train.chunking.auto_logits_chunk; whole rows when they fit). Widths
 are powers of two, so a power-of-two chunk divides every width it is smaller than.
 """
 
@@ -27,7 +27,8 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from jaxadapt.errors import UserError
-from jaxadapt.train.loss import auto_logits_chunk, target_logprobs
+from jaxadapt.train.chunking import auto_logits_chunk
+from jaxadapt.train.loss import target_logprobs
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray]  # input ids, targets, score mask (bool)
 

@@ -58,7 +58,7 @@ class TrainConfig:
     z_loss: float = 0.0
     # positions per chunk of the LM head + cross-entropy, recomputed in the backward (jaxadapt.train.loss.
     # target_logprobs); 0: all positions at once; else a divisor of seq_len. "auto": chunk only where one device's
-    # float32 logits would exceed 1 GiB (jaxadapt.train.loss.auto_logits_chunk).
+    # float32 logits would exceed 1 GiB (jaxadapt.train.chunking.auto_logits_chunk).
     logits_chunk: int | Literal["auto"] = "auto"
     dpo_beta: float = 0.1
     old_vocab_size: int | None = None  # for new_rows; default: adaptation.json of the model dir
@@ -90,7 +90,10 @@ class ModelSection:
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
     attention_impl: Literal["xla", "cudnn"] | None = None  # jax.nn.dot_product_attention's; None: its own choice
-    attention_chunk: int = 0  # queries per chunk of training attention, recomputed in the backward; 0: all at once
+    # queries per chunk of the training attention, recomputed in the backward; 0: all queries at once; else a
+    # divisor of train.seq_len. "auto": chunk only where one device would hold more than 1 GiB of float32 attention
+    # scores (jaxadapt.train.chunking.auto_attention_chunk).
+    attention_chunk: int | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from jaxadapt.train.lora import add_lora
 from jaxadapt.train.loss import target_logprobs
 from jaxadapt.train.metrics import MetricsLogger
 from jaxadapt.train.partition import old_vocab_size
-from jaxadapt.train.modelload import load_for_training
-from jaxadapt.train.step import Engine, build_engine, check_batch_divides, shard_batch
+from jaxadapt.train.modelload import architecture, load_for_training
+from jaxadapt.train.step import Engine, build_engine, check_batch_divides, resolve_attention_chunk, shard_batch
 
 
 class DataIterator(Protocol):
@@ -83,8 +83,11 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
     if jax.process_index() == 0:
         save_resolved(cfg, rdir)
 
+    attention_chunk = resolve_attention_chunk(cfg, mesh, architecture(cfg.model))
+    if attention_chunk and cfg.model.attention_chunk == "auto":
+        _say(f"model.attention_chunk auto: the training attention runs {attention_chunk} queries at a time")
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
-                 attention_impl=cfg.model.attention_impl, attention_chunk=cfg.model.attention_chunk)
+                 attention_impl=cfg.model.attention_impl, attention_chunk=attention_chunk)
     model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=t.seed)
     old_vocab = old_vocab_size(cfg.model.path, t.old_vocab_size) if "new_rows" in parts else None
     if "lora" in parts:

@@ -15,20 +15,6 @@ import jax.numpy as jnp
 from jaxadapt.model import project, remat_chunks
 
 
-LOGITS_BUDGET = 1 << 30  # bytes of float32 logits one device holds at once under logits_chunk "auto"
-
-
-def auto_logits_chunk(rows: int, length: int, vocab: int, budget: int = LOGITS_BUDGET) -> int:
-    """Positions per LM-head pass for `rows` rows (per device) of `length` positions: 0 (all at once) when the
-    [rows, length, vocab] float32 logits fit `budget` bytes, else the largest divisor of length that fits (>= 1).
-    Chunking costs one more head forward in the backward (~1/3 of the head's FLOPs), so it is used only where the
-    whole logits would be large: Llama-3 (128K vocabulary) at 8 rows x 4096 holds 16 GiB of them, SmolLM2 at 4 x 256
-    0.2 GiB."""
-    if rows * length * vocab * 4 <= budget:
-        return 0
-    return max([d for d in range(1, length) if length % d == 0 and rows * d * vocab * 4 <= budget], default=1)
-
-
 def token_logprobs(logits, targets):
     """log p(target) and logsumexp per position, in float32.
 

@@ -40,7 +40,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
 
 
 def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str,
-               logits_chunk: int | str = "auto", attention_chunk: int = 0) -> None:
+               logits_chunk: int | str = "auto", attention_chunk: int | str = "auto") -> None:
     """Reject bad input in the parent, before a subprocess and a compile are paid for."""
     from jaxadapt.train.config import trainable_parts
 
@@ -61,7 +61,7 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
 
 
 def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str = "float32",
-                 remat: str = "none", logits_chunk: int | str = "auto", attention_chunk: int = 0) -> dict:
+                 remat: str = "none", logits_chunk: int | str = "auto", attention_chunk: int | str = "auto") -> dict:
     """Compile the train step for `mesh` on this process's devices (the first data*fsdp*tensor of them) and
     return per-device memory (bytes) and FLOPs per step."""
     import jax
@@ -75,7 +75,7 @@ def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, s
     from jaxadapt.train.config import LoraConfig, ModelSection, RunConfig, TrainConfig, trainable_parts
     from jaxadapt.train.lora import add_lora
     from jaxadapt.train.partition import split_trainable
-    from jaxadapt.train.step import build_step, check_batch_divides, trainable_matmul_params
+    from jaxadapt.train.step import build_step, check_batch_divides, resolve_attention_chunk, trainable_matmul_params
 
     cfg = model_preset(model)
     n = math.prod(mesh.values())
@@ -88,6 +88,7 @@ def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, s
                    train=TrainConfig(trainable=trainable, batch_size=batch, seq_len=seq, logits_chunk=logits_chunk),
                    lora=LoraConfig())
     check_batch_divides(rc, jmesh)
+    attention_chunk = resolve_attention_chunk(rc, jmesh, cfg)
     rt = Runtime(param_dtype=dtype, compute_dtype=dtype, remat=remat, attention_chunk=attention_chunk)
 
     def build():
@@ -117,16 +118,17 @@ def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, s
            "xla_flops_per_device": float((cost or {}).get("flops", 0.0)),
            "analytic_flops_per_step": per_token * batch * seq,
            "trainable_params": sum(int(x.size) for x in jax.tree.leaves(params)),
-           "frozen_params": sum(int(x.size) for x in jax.tree.leaves(frozen)), "logits_chunk": parts.logits_chunk}
+           "frozen_params": sum(int(x.size) for x in jax.tree.leaves(frozen)), "logits_chunk": parts.logits_chunk,
+           "attention_chunk": attention_chunk}
     # Donated state is aliased into the outputs: those bytes are counted once.
     out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temps"]
     return out
 
 
 def report(plan: dict, model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str,
-           remat: str, device: str, device_memory_gb: float, attention_chunk: int = 0) -> str:
+           remat: str, device: str, device_memory_gb: float) -> str:
     fits = plan["total"] <= device_memory_gb * 1024 ** 3
-    logits_chunk = plan["logits_chunk"]
+    logits_chunk, attention_chunk = plan["logits_chunk"], plan["attention_chunk"]
     mesh_s = ",".join(f"{k}={v}" for k, v in mesh.items())
     return "\n".join([
         f"plan: {model}, mesh {mesh_s} ({plan['devices']} devices), trainable={trainable}, batch {batch} x {seq}, "
@@ -154,16 +156,13 @@ def _size(n: float) -> str:
 
 def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: int, dtype: str, remat: str,
                  device: str, device_memory_gb: float | None, logits_chunk: int | str = "auto",
-                 attention_chunk: int = 0) -> str:
+                 attention_chunk: int | str = "auto") -> str:
     """Validate, then compile in a subprocess with N simulated devices; the printable report."""
     from jaxadapt.config.presets import model_preset
 
     mesh = parse_mesh(mesh_spec)
-    if logits_chunk != "auto":
-        try:
-            logits_chunk = int(logits_chunk)
-        except ValueError:
-            raise UserError(f"--logits-chunk={logits_chunk}: expected auto, 0 or a divisor of --seq={seq}") from None
+    logits_chunk = _chunk_arg("--logits-chunk", logits_chunk, seq)
+    attention_chunk = _chunk_arg("--attention-chunk", attention_chunk, seq)
     check_args(trainable, batch, seq, dtype, remat, device, logits_chunk, attention_chunk)
     model_preset(model)  # an unknown preset or a missing file fails here, before the subprocess
     n = math.prod(mesh.values())
@@ -180,7 +179,16 @@ def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: in
     if "error" in result:
         raise UserError(result["error"])
     gb = device_memory_gb if device_memory_gb is not None else DEVICE_MEMORY_GB[device]
-    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb, attention_chunk)
+    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb)
+
+
+def _chunk_arg(name: str, value: int | str, seq: int) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name}={value}: expected auto, 0 or a divisor of --seq={seq}") from None
 
 
 def _child(argv: list[str]) -> None:

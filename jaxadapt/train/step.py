@@ -18,10 +18,12 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
 from jaxadapt.sharding import LOGICAL_TO_MESH, param_mesh, path_str, tree_shardings
+from jaxadapt.train.chunking import auto_attention_chunk, auto_logits_chunk
 from jaxadapt.train.config import RunConfig
-from jaxadapt.train.loss import OBJECTIVES, auto_logits_chunk, sequence_logprobs
+from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
 from jaxadapt.train.optim import make_optimizer, schedule
 from jaxadapt.train.partition import row_masks, split_trainable
 
@@ -96,14 +98,32 @@ class StepParts:
     logits_chunk: int
 
 
-def resolve_logits_chunk(cfg: RunConfig, mesh: Mesh, vocab: int) -> int:
-    """train.logits_chunk as a number: "auto" sizes it for the rows one device holds per micro-batch (DPO: chosen
-    and rejected rows together)."""
+def rows_per_device(cfg: RunConfig, mesh: Mesh) -> int:
+    """Sequences one device holds per micro-batch (DPO: chosen and rejected rows together)."""
     t = cfg.train
-    if t.logits_chunk != "auto":
-        return t.logits_chunk
-    rows = t.batch_size // t.grad_accum * (2 if t.objective == "dpo" else 1) // batch_axis_size(mesh)
-    return auto_logits_chunk(max(rows, 1), t.seq_len, vocab)
+    return max(t.batch_size // t.grad_accum * (2 if t.objective == "dpo" else 1) // batch_axis_size(mesh), 1)
+
+
+def resolve_logits_chunk(cfg: RunConfig, mesh: Mesh, vocab: int) -> int:
+    """train.logits_chunk as a number: "auto" sizes it for the rows one device holds."""
+    t = cfg.train
+    return auto_logits_chunk(rows_per_device(cfg, mesh), t.seq_len, vocab) if t.logits_chunk == "auto" \
+        else t.logits_chunk
+
+
+def resolve_attention_chunk(cfg: RunConfig, mesh: Mesh, model_cfg: ModelConfig) -> int:
+    """model.attention_chunk as a number: "auto" sizes it for the rows and query heads one device holds (heads are
+    split over the tensor axis); 0 with attention_impl cudnn, whose fused kernel keeps no scores."""
+    chunk = cfg.model.attention_chunk
+    if chunk != "auto":
+        return chunk
+    if cfg.model.attention_impl == "cudnn":
+        return 0
+    axes = LOGICAL_TO_MESH["heads"]
+    split = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+    heads = -(-model_cfg.num_attention_heads // split)
+    return auto_attention_chunk(rows_per_device(cfg, mesh), heads, cfg.train.seq_len, model_cfg.num_hidden_layers,
+                                cfg.model.remat)
 
 
 def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None) -> StepParts:

@@ -9,11 +9,8 @@ from flax import nnx
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.model import init_model
-from jaxadapt.sharding import make_mesh
-from jaxadapt.train.config import RunConfig, TrainConfig
-from jaxadapt.train.loss import LOGITS_BUDGET, auto_logits_chunk, clm_loss, dpo_loss, sequence_logprobs
+from jaxadapt.train.loss import clm_loss, dpo_loss, sequence_logprobs
 from jaxadapt.train.plan import compile_plan, parse_mesh
-from jaxadapt.train.step import resolve_logits_chunk
 
 CFG = ModelConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=8, tie_word_embeddings=True)
@@ -86,23 +83,3 @@ def test_chunked_logits_shrink_the_step_memory(tmp_path):
     whole, chunked = (compile_plan(str(f), parse_mesh("data=1"), "full", 4, 256, logits_chunk=c) for c in (0, 32))
     assert chunked["temps"] < 0.35 * whole["temps"]  # 394 -> 106 MiB with jax 0.10.2
     assert chunked["analytic_flops_per_step"] == whole["analytic_flops_per_step"]
-
-
-def test_auto_logits_chunk_keeps_a_device_under_the_budget():
-    assert auto_logits_chunk(4, 256, 49152) == 0  # SmolLM2 at 4 x 256: 0.2 GiB, all at once
-    chunk = auto_logits_chunk(8, 4096, 128256)  # Llama-3 at 8 x 4096: 16 GiB whole
-    assert chunk == 256 and 8 * chunk * 128256 * 4 <= LOGITS_BUDGET < 8 * 2 * chunk * 128256 * 4
-    assert auto_logits_chunk(8, 1000, 128256) == 250  # the largest divisor of 1000 that fits (500 would not)
-    assert auto_logits_chunk(1, 64, 10**9) == 1  # never below one position
-
-
-def test_auto_logits_chunk_counts_the_rows_of_one_device():
-    def resolve(data, **train):
-        cfg = RunConfig(train=TrainConfig(seq_len=4096, **train))
-        return resolve_logits_chunk(cfg, make_mesh(data, 1, 1, devices=jax.devices()[:data]), 128256)
-
-    assert resolve(1, batch_size=8) == 256
-    assert resolve(8, batch_size=8) == 2048  # one row per device: 2.1 GB whole, halves fit
-    assert resolve(1, batch_size=8, grad_accum=4) == 1024  # 2 rows per micro-batch
-    assert resolve(1, batch_size=8, objective="dpo") == 128  # chosen + rejected rows
-    assert resolve(1, batch_size=8, logits_chunk=64) == 64  # a number is taken as given

@@ -86,6 +86,12 @@ def test_chunked_attention_shrinks_a_long_sequence_step(tiny):
     whole, chunked = (compile_plan(tiny, parse_mesh("data=1"), "full", 4, 1024, attention_chunk=c) for c in (0, 128))
     assert chunked["temps"] < 0.3 * whole["temps"]
     assert chunked["analytic_flops_per_step"] == whole["analytic_flops_per_step"]
+    assert (whole["attention_chunk"], chunked["attention_chunk"]) == (0, 128)
+
+
+def test_plan_sizes_the_attention_chunk_by_default(tiny):
+    # "auto", as train resolves it: 8 rows x 4096 of the tiny model's 4 heads make 2 GiB of scores per layer.
+    assert compile_plan(tiny, parse_mesh("data=1"), "full", 8, 4096)["attention_chunk"] == 2048
 
 
 def test_lora_plan_keeps_the_base_model_frozen(tiny):
