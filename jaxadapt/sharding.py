@@ -114,6 +114,14 @@ def logical_axes(path: str) -> tuple[str | None, ...]:
     raise ShardingError(f"no sharding rule for parameter {path!r}; add one to jaxadapt/sharding.py PARAM_RULES")
 
 
+def logical_size(mesh: Mesh, name: str) -> int:
+    """How many ways `mesh` splits the logical axis `name` (1 where the rules table replicates it)."""
+    mesh_axes = LOGICAL_TO_MESH.get(name)
+    if mesh_axes is None:
+        return 1
+    return math.prod(mesh.shape[a] for a in ((mesh_axes,) if isinstance(mesh_axes, str) else mesh_axes))
+
+
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
     return _spec(path, logical_axes(path), shape, mesh)
 
@@ -125,8 +133,7 @@ def _spec(path: str, axes: tuple[str | None, ...], shape: tuple[int, ...], mesh:
     for dim, name in zip(shape, axes):
         mesh_axes = LOGICAL_TO_MESH.get(name) if name else None
         if mesh_axes is not None:
-            names = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
-            size = math.prod(mesh.shape[a] for a in names)
+            size = logical_size(mesh, name)
             if size == 1 or dim % size:
                 mesh_axes = None
         out.append(mesh_axes)

@@ -8,7 +8,6 @@ Batches arrive as [grad_accum, micro_batch, seq] arrays sharded over (data, fsdp
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
-from jaxadapt.sharding import LOGICAL_TO_MESH, param_mesh, path_str, tree_shardings
+from jaxadapt.sharding import LOGICAL_TO_MESH, logical_size, param_mesh, path_str, tree_shardings
 from jaxadapt.train.chunking import auto_attention_chunk, auto_logits_chunk
 from jaxadapt.train.config import RunConfig
 from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
@@ -29,7 +28,7 @@ from jaxadapt.train.partition import row_masks, split_trainable
 
 
 def batch_axis_size(mesh: Mesh) -> int:
-    return math.prod(mesh.shape[a] for a in LOGICAL_TO_MESH["batch"])
+    return logical_size(mesh, "batch")
 
 
 def check_batch_divides(cfg: RunConfig, mesh: Mesh) -> None:
@@ -119,9 +118,7 @@ def resolve_attention_chunk(cfg: RunConfig, mesh: Mesh, model_cfg: ModelConfig) 
         return chunk
     if cfg.model.attention_impl == "cudnn":
         return 0
-    axes = LOGICAL_TO_MESH["heads"]
-    split = math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
-    heads = -(-model_cfg.num_attention_heads // split)
+    heads = -(-model_cfg.num_attention_heads // logical_size(mesh, "heads"))
     return auto_attention_chunk(rows_per_device(cfg, mesh), heads, cfg.train.seq_len, model_cfg.num_hidden_layers,
                                 cfg.model.remat)
 
