@@ -145,11 +145,15 @@ def eval_cmd(
     logits_chunk: Optional[int] = typer.Option(None, help="Positions per LM-head pass: 0 = all at once, else a "
                                                             "power of two (default: what keeps a device's float32 "
                                                             "logits under 1 GiB)."),
+    attention_chunk: Optional[int] = typer.Option(None, help="Queries per attention pass: 0 = all at once, else a "
+                                                               "power of two (default: what keeps a device's float32 "
+                                                               "scores of one layer under 1 GiB)."),
 ):
     """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks."""
     from jaxadapt.eval.command import format_results, run_eval, write_json
 
-    res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk)
+    res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk,
+                   attention_chunk)
     typer.echo(format_results(res))
     if json_out is not None:
         write_json(res, json_out)

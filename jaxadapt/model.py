@@ -76,6 +76,21 @@ def decode_kernels(kernels):
         _DECODE_KERNELS.reset(token)
 
 
+_ATTENTION_CHUNK: ContextVar = ContextVar("attention_chunk", default=None)
+
+
+@contextmanager
+def attention_chunking(chunk: int):
+    """While tracing under this, uncached attention takes `chunk` queries at a time (0: all), whatever the model's
+    Runtime says. Evaluation sizes it per padded batch width, which a fixed Runtime can't know (see
+    jaxadapt.eval.scorer)."""
+    token = _ATTENTION_CHUNK.set(chunk)
+    try:
+        yield
+    finally:
+        _ATTENTION_CHUNK.reset(token)
+
+
 def _init(cfg: ModelConfig):
     return nnx.initializers.normal(cfg.initializer_range)
 
@@ -292,7 +307,8 @@ class Attention(nnx.Module):
         v = self.v_proj(x, r[2]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is None:
-            out = chunked_attention(q, k, v, mask, self.chunk, self.impl)
+            chunk = _ATTENTION_CHUNK.get()
+            out = chunked_attention(q, k, v, mask, self.chunk if chunk is None else chunk, self.impl)
         else:
             out, kv = cached_attention(q, k, v, kv, layer, write_at, mask)
         return self.o_proj(out.reshape(b, t, c.q_dim), r[3]), kv

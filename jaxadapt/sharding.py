@@ -122,6 +122,11 @@ def logical_size(mesh: Mesh, name: str) -> int:
     return math.prod(mesh.shape[a] for a in ((mesh_axes,) if isinstance(mesh_axes, str) else mesh_axes))
 
 
+def per_device(n: int, mesh: Mesh, name: str) -> int:
+    """How many of `n` entries along the logical axis `name` one device holds (rounded up)."""
+    return -(-n // logical_size(mesh, name))
+
+
 def spec_for(path: str, shape: tuple[int, ...], mesh: Mesh) -> P:
     return _spec(path, logical_axes(path), shape, mesh)
 

@@ -25,17 +25,19 @@ def parse_bpb(specs: list[str]) -> dict[str, str]:
 
 
 def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, stride: int | None = None,
-             batch_size: int = 8, fewshot: int = 0, max_docs: int = 0, logits_chunk: int | None = None) -> dict:
+             batch_size: int = 8, fewshot: int = 0, max_docs: int = 0, logits_chunk: int | None = None,
+             attention_chunk: int | None = None) -> dict:
     """{"model", "bpb": {name: metrics}, "mc": {task: metrics}}; every input is checked before the model loads."""
     from jaxadapt.data.split import read_texts
     from jaxadapt.eval.bpb import corpus_bpb
     from jaxadapt.eval.load import load_for_eval
     from jaxadapt.eval.mc import read_task, score_task
-    from jaxadapt.eval.scorer import Scorer, check_logits_chunk
+    from jaxadapt.eval.scorer import Scorer, check_chunk
 
     if seq_len < 1 or batch_size < 1:
         raise UserError(f"--seq-len {seq_len} / --batch-size {batch_size}: both must be >= 1")
-    check_logits_chunk(logits_chunk, "--logits-chunk")
+    check_chunk(logits_chunk, "--logits-chunk")
+    check_chunk(attention_chunk, "--attention-chunk")
     if stride is not None and not 1 <= stride <= seq_len:
         raise UserError(f"--stride {stride}: expected 1 <= stride <= --seq-len ({seq_len})")
     corpora = {name: read_texts(name, path, max_docs) for name, path in parse_bpb(bpb).items()}
@@ -48,7 +50,7 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
 
     maybe_initialize()  # a TPU pod / SLURM job / JAXADAPT_COORDINATOR: every process scores, all agree
     net, tokenizer, mesh = load_for_eval(model)
-    scorer = Scorer(net, mesh, batch_size, logits_chunk)
+    scorer = Scorer(net, mesh, batch_size, logits_chunk, attention_chunk)
     return {"model": str(model),
             "bpb": {n: corpus_bpb(scorer, tokenizer, t, seq_len, stride, name=n) for n, t in corpora.items()},
             "mc": {n: score_task(scorer, tokenizer, items, seq_len, fewshot, name=n) for n, items in tasks.items()}}

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
-from jaxadapt.sharding import LOGICAL_TO_MESH, logical_size, param_mesh, path_str, tree_shardings
+from jaxadapt.sharding import LOGICAL_TO_MESH, logical_size, param_mesh, path_str, per_device, tree_shardings
 from jaxadapt.train.chunking import auto_attention_chunk, auto_logits_chunk
 from jaxadapt.train.config import RunConfig
 from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
@@ -118,7 +118,7 @@ def resolve_attention_chunk(cfg: RunConfig, mesh: Mesh, model_cfg: ModelConfig) 
         return chunk
     if cfg.model.attention_impl == "cudnn":
         return 0
-    heads = -(-model_cfg.num_attention_heads // logical_size(mesh, "heads"))
+    heads = per_device(model_cfg.num_attention_heads, mesh, "heads")
     return auto_attention_chunk(rows_per_device(cfg, mesh), heads, cfg.train.seq_len, model_cfg.num_hidden_layers,
                                 cfg.model.remat)
 

@@ -43,14 +43,16 @@ def write_corpus(path, texts):
 
 @pytest.mark.parametrize("seq_len,stride,chunk", [(16, 16, 0), (16, 5, 4)])
 def test_bpb_matches_transformers_tiny(tiny_dir, tmp_path, seq_len, stride, chunk):
-    """chunk 4: the LM head and softmax run 4 positions at a time on windows padded to 8 or 16."""
+    """chunk 4: the LM head and softmax run 4 positions at a time, and each layer's attention 4 queries at a time,
+    on windows padded to 8 or 16."""
     from transformers import AutoTokenizer
 
     d, torch_model = tiny_dir
     corpus = write_corpus(tmp_path / "c.jsonl", TEXTS)
     out = tmp_path / "res.json"
     assert main(["eval", str(d), "--bpb", f"mixed={corpus}", "--seq-len", str(seq_len), "--stride", str(stride),
-                 "--batch-size", "3", "--logits-chunk", str(chunk), "--json", str(out)]) == 0
+                 "--batch-size", "3", "--logits-chunk", str(chunk), "--attention-chunk", str(chunk),
+                 "--json", str(out)]) == 0
     res = json.loads(out.read_text())["bpb"]["mixed"]
     bpb, ppl = torch_bpb(torch_model, AutoTokenizer.from_pretrained(d), TEXTS, seq_len, stride)
     assert res["bytes"] == sum(len(t.encode()) for t in TEXTS)

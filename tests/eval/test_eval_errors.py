@@ -48,6 +48,7 @@ def test_bad_bpb(tiny_dir, tmp_path, capsys):
              (["--bpb", f"nl={tmp_path / 'missing.txt'}"], "no such file"),
              (["--bpb", f"nl={empty}", "--stride", "2000"], "--stride 2000"),
              (["--bpb", f"nl={empty}", "--logits-chunk", "48"], "--logits-chunk 48: expected 0"),
+             (["--bpb", f"nl={empty}", "--attention-chunk", "-4"], "--attention-chunk -4: expected 0"),
              ([], "nothing to evaluate")]
     for args, message in cases:
         code, err = run(capsys, "eval", tiny_dir[0], *args)
