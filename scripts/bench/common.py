@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -45,3 +46,12 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     print("  ".join(f"{h:>14}" for _, h, _ in columns))
     for r in rows:
         print("  ".join(f"{format(r[k], f) if k in r else '-':>14}" for k, _, f in columns))
+
+
+def print_rounds(ratios: dict[str, list[float]]) -> None:
+    """With --rounds N > 1: each ratio's median over the rounds. The implementations alternate within a round, so a
+    slow spell of the (shared, noisy) machine lands on both sides of some ratios instead of one side of all."""
+    for name, values in ratios.items():
+        if len(values) > 1:
+            print(f"{name}: median {statistics.median(values):.2f}x over {len(values)} rounds "
+                  f"({' / '.join(f'{v:.2f}x' for v in values)})")

@@ -1,7 +1,7 @@
 """Decode throughput: jaxadapt.generate vs transformers' generate (torch), float32, greedy, KV cache on both sides.
 
     .venv/bin/python scripts/bench/generate.py [--batches 1,8] [--new-tokens 128] [--prompt-len 32] [--iters 3]
-                                               [--bf16-weights]
+                                               [--bf16-weights] [--rounds 1]
 
 The real SmolLM2-135M-Instruct (jaxadapt.assets.smollm2_dir; transformers with randomly initialised weights ran
 ~30x slower per step here, so random weights would flatter jaxadapt); EOS is disabled on both sides so every row
@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median_seconds, peak_rss_mb, print_table, run_worker  # noqa: E402
+from common import emit, median_seconds, peak_rss_mb, print_rounds, print_table, run_worker  # noqa: E402
 
 
 def worker(impl: str, batch: int, new_tokens: int, prompt_len: int, iters: int, bf16_weights: bool) -> None:
@@ -104,6 +104,8 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--bf16-weights", action="store_true", help="round the weights to bfloat16 on both sides")
+    ap.add_argument("--rounds", type=int, default=1, help="run every worker this many times, alternating, and "
+                                                         "print each ratio's median")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -111,23 +113,27 @@ def main() -> None:
         return floor_worker()
     if a.worker:
         return worker(a.worker, a.batch, a.new_tokens, a.prompt_len, a.iters, a.bf16_weights)
-    rows = [run_worker(__file__, impl, "--batch", b, "--new-tokens", str(a.new_tokens), "--prompt-len",
-                       str(a.prompt_len), "--iters", str(a.iters), *(["--bf16-weights"] if a.bf16_weights else []))
-            for b in a.batches.split(",") for impl in ("jaxadapt", "transformers")]
-    floor = run_worker(__file__, "floor")
-    print(f"greedy decode, SmolLM2-135M-Instruct, float32{' (weights rounded to bfloat16)' * a.bf16_weights}, "
-          f"prompt {a.prompt_len} + {a.new_tokens} new tokens, {os.cpu_count()} CPU threads")
-    print_table(rows, [("impl", "impl", "s"), ("batch", "batch", "d"), ("tokens_per_s", "tokens/s", ".1f"),
-                       ("ms_per_step", "ms/step", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
-    print(f"memory floor: {floor['weight_mb']:.0f} MB of float32 weights per step / {floor['read_gb_s']:.1f} GB/s "
-          f"read = {floor['floor_ms']:.1f} ms per step"
-          + (" (jaxadapt's decode copy holds the bfloat16-exact weights in half the bytes)" if a.bf16_weights else ""))
-    for jax_row, torch_row in zip(rows[::2], rows[1::2]):
-        print(f"batch {jax_row['batch']}: ratio jaxadapt / transformers: "
-              f"{jax_row['tokens_per_s'] / torch_row['tokens_per_s']:.2f}x (the float32 floor allows at most "
-              f"{torch_row['ms_per_step'] / floor['floor_ms']:.2f}x; jaxadapt is at "
-              f"{floor['floor_ms'] / jax_row['ms_per_step']:.0%} of it)")
-
+    ratios: dict[str, list[float]] = {}
+    for r in range(a.rounds):
+        rows = [run_worker(__file__, impl, "--batch", b, "--new-tokens", str(a.new_tokens), "--prompt-len",
+                           str(a.prompt_len), "--iters", str(a.iters), *(["--bf16-weights"] if a.bf16_weights else []))
+                for b in a.batches.split(",") for impl in ("jaxadapt", "transformers")]
+        floor = run_worker(__file__, "floor")
+        print(f"{f'round {r + 1}: ' if a.rounds > 1 else ''}greedy decode, SmolLM2-135M-Instruct, float32"
+              f"{' (weights rounded to bfloat16)' * a.bf16_weights}, prompt {a.prompt_len} + {a.new_tokens} new "
+              f"tokens, {os.cpu_count()} CPU threads")
+        print_table(rows, [("impl", "impl", "s"), ("batch", "batch", "d"), ("tokens_per_s", "tokens/s", ".1f"),
+                           ("ms_per_step", "ms/step", ".1f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
+        print(f"memory floor: {floor['weight_mb']:.0f} MB of float32 weights per step / {floor['read_gb_s']:.1f} "
+              f"GB/s read = {floor['floor_ms']:.1f} ms per step"
+              + (" (jaxadapt's decode copy holds the bfloat16-exact weights in half the bytes)" * a.bf16_weights))
+        for jax_row, torch_row in zip(rows[::2], rows[1::2]):
+            ratio = jax_row["tokens_per_s"] / torch_row["tokens_per_s"]
+            ratios.setdefault(f"batch {jax_row['batch']}", []).append(ratio)
+            print(f"batch {jax_row['batch']}: ratio jaxadapt / transformers: {ratio:.2f}x (the float32 floor allows "
+                  f"at most {torch_row['ms_per_step'] / floor['floor_ms']:.2f}x; jaxadapt is at "
+                  f"{floor['floor_ms'] / jax_row['ms_per_step']:.0%} of it)")
+    print_rounds(ratios)
 
 if __name__ == "__main__":
     main()

@@ -2,6 +2,7 @@
 SmolLM2-135M shapes, batch 4 x 256, AdamW.
 
     .venv/bin/python scripts/bench/train.py [--batch 4] [--seq 256] [--steps 3] [--warmup 1] [--logits-chunk 0]
+        [--rounds 1]
 
 Both load the real SmolLM2-135M-Instruct weights (transformers ran ~30x slower on randomly initialised
 weights here, which would flatter jaxadapt). LoRA is r=8, alpha=32 on all 7 projections in both
@@ -17,7 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median_seconds, peak_rss_mb, print_table, run_worker  # noqa: E402
+from common import emit, median_seconds, peak_rss_mb, print_rounds, print_table, run_worker  # noqa: E402
 
 PRESET = "smollm2-135m"
 RANK, ALPHA, LR = 8, 32.0, 1e-4
@@ -115,21 +116,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (the jit compile is one)")
     ap.add_argument("--logits-chunk", type=int, default=0, help="jaxadapt's train.logits_chunk (0: all at once)")
+    ap.add_argument("--rounds", type=int, default=1, help="run every worker this many times, alternating, and "
+                                                         "print each ratio's median")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     args = ("--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps), "--warmup", str(a.warmup),
             "--logits-chunk", str(a.logits_chunk))
     if a.worker:
         return worker(a.worker, a.batch, a.seq, a.warmup, a.steps, a.logits_chunk)
-    rows = {impl: run_worker(__file__, impl, *args) for impl in IMPLS}
-    print(f"train step (AdamW), {PRESET} shapes, float32, batch {a.batch} x {a.seq}, {os.cpu_count()} CPU threads, "
-          f"median of {a.steps} steps after {a.warmup} warmup; MFU against each worker's measured matmul ceiling")
-    print_table(list(rows.values()), [("impl", "impl", "s"), ("tokens_per_s", "tokens/s", ".1f"), ("mfu", "MFU", ".1%"),
-                                      ("ceiling_gflops", "ceiling GF/s", ".0f"), ("peak_rss_mb", "peak RSS MB", ".0f")])
-    for mode, hf, goal in (("full", "hf-full", 1.2), ("lora", "hf+peft-lora", 1.3)):
-        ratio = rows[f"jaxadapt-{mode}"]["tokens_per_s"] / rows[hf]["tokens_per_s"]
-        print(f"ratio jaxadapt / {hf}: {ratio:.2f}x (goal >= {goal}x: {'met' if ratio >= goal else 'NOT met'})")
-
+    ratios: dict[str, list[float]] = {}
+    for r in range(a.rounds):
+        rows = {impl: run_worker(__file__, impl, *args) for impl in IMPLS}
+        print(f"{f'round {r + 1}: ' if a.rounds > 1 else ''}train step (AdamW), {PRESET} shapes, float32, batch "
+              f"{a.batch} x {a.seq}, {os.cpu_count()} CPU threads, median of {a.steps} steps after {a.warmup} "
+              "warmup; MFU against each worker's measured matmul ceiling")
+        print_table(list(rows.values()), [("impl", "impl", "s"), ("tokens_per_s", "tokens/s", ".1f"),
+                                          ("mfu", "MFU", ".1%"), ("ceiling_gflops", "ceiling GF/s", ".0f"),
+                                          ("peak_rss_mb", "peak RSS MB", ".0f")])
+        for mode, hf, goal in (("full", "hf-full", 1.2), ("lora", "hf+peft-lora", 1.3)):
+            ratio = rows[f"jaxadapt-{mode}"]["tokens_per_s"] / rows[hf]["tokens_per_s"]
+            ratios.setdefault(f"jaxadapt / {hf}", []).append(ratio)
+            print(f"ratio jaxadapt / {hf}: {ratio:.2f}x (goal >= {goal}x: {'met' if ratio >= goal else 'NOT met'})")
+    print_rounds(ratios)
 
 if __name__ == "__main__":
     main()
