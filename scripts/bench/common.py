@@ -48,6 +48,12 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
         print("  ".join(f"{format(r[k], f) if k in r else '-':>14}" for k, _, f in columns))
 
 
+def add_rounds(ap) -> None:
+    """The --rounds option of scripts whose ratios print_rounds summarises."""
+    ap.add_argument("--rounds", type=int, default=1, help="run every worker this many times, alternating, and "
+                                                         "print each ratio's median")
+
+
 def print_rounds(ratios: dict[str, list[float]]) -> None:
     """With --rounds N > 1: each ratio's median over the rounds. The implementations alternate within a round, so a
     slow spell of the (shared, noisy) machine lands on both sides of some ratios instead of one side of all."""

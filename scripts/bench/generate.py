@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median_seconds, peak_rss_mb, print_rounds, print_table, run_worker  # noqa: E402
+from common import add_rounds, emit, median_seconds, peak_rss_mb, print_rounds, print_table, run_worker  # noqa: E402
 
 
 def worker(impl: str, batch: int, new_tokens: int, prompt_len: int, iters: int, bf16_weights: bool) -> None:
@@ -104,8 +104,7 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--bf16-weights", action="store_true", help="round the weights to bfloat16 on both sides")
-    ap.add_argument("--rounds", type=int, default=1, help="run every worker this many times, alternating, and "
-                                                         "print each ratio's median")
+    add_rounds(ap)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()

@@ -18,7 +18,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, median_seconds, peak_rss_mb, print_rounds, print_table, run_worker  # noqa: E402
+from common import add_rounds, emit, median_seconds, peak_rss_mb, print_rounds, print_table, run_worker  # noqa: E402
 
 PRESET = "smollm2-135m"
 RANK, ALPHA, LR = 8, 32.0, 1e-4
@@ -116,8 +116,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (the jit compile is one)")
     ap.add_argument("--logits-chunk", type=int, default=0, help="jaxadapt's train.logits_chunk (0: all at once)")
-    ap.add_argument("--rounds", type=int, default=1, help="run every worker this many times, alternating, and "
-                                                         "print each ratio's median")
+    add_rounds(ap)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     args = ("--batch", str(a.batch), "--seq", str(a.seq), "--steps", str(a.steps), "--warmup", str(a.warmup),
