@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from jaxadapt.errors import UserError
+from jaxadapt.errors import CheckFailed, UserError
+from jaxadapt.eval.retention import DEFAULT_THRESHOLD
 
 # typer >= 0.29 vendors its own click; its usage errors derive from this class, not from click's.
 _ClickException = typer.core._click.exceptions.ClickException
@@ -133,9 +134,29 @@ def plan(
 def eval_cmd(
     model: str = typer.Argument(..., help="An HF dir, a hub id, 'smollm2', a .gguf, or a run dir / checkpoint dir."),
     bpb: Optional[list[str]] = typer.Option(None, "--bpb", help="NAME=PATH: a corpus (file or dir, as data sources "
-                                                                   "read them) to score in bits per byte; repeatable."),
+                                                                   "read them, or debian:LANG such as debian:nl-eval) "
+                                                                   "to score in bits per byte; repeatable."),
+    target: Optional[list[str]] = typer.Option(None, "--target", help="NAME=PATH: a corpus of the language the "
+                                                                         "model was adapted to; repeatable."),
+    source: Optional[list[str]] = typer.Option(None, "--source", help="NAME=PATH: a corpus of the language the "
+                                                                         "model knew before; repeatable."),
+    other: Optional[list[str]] = typer.Option(None, "--other", help="NAME=PATH: a corpus of a language neither "
+                                                                       "training touched; repeatable."),
+    base: Optional[str] = typer.Option(None, "--base", help="Score the same corpora with this base model too (its "
+                                                            "own tokenizer) and compare per --target/--source/"
+                                                            "--other corpus."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="With --base: a corpus whose bpb is worse than the "
+                                                            "base's by more than this many percent is flagged "
+                                                            "REGRESSED."),
+    max_bytes: int = typer.Option(0, help="Score at most this many UTF-8 bytes per corpus, documents in file order, "
+                                          "the last one cut (0: all)."),
     mc: Optional[list[str]] = typer.Option(None, "--mc", help="A multiple-choice task JSONL (context, choices, "
                                                                  "label); repeatable."),
+    generate: Optional[str] = typer.Option(None, "--generate", help="PROMPTS.jsonl ('prompt' field) or one prompt a "
+                                                                    "line: greedy replies, their code-switching "
+                                                                    "rate and %Gen; needs --lang."),
+    lang: Optional[str] = typer.Option(None, help="The language the --generate replies should be in (nl, ru, ...)."),
+    max_new_tokens: int = typer.Option(64, help="At most this many new tokens per --generate reply."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
     seq_len: int = typer.Option(1024, help="Window length in tokens (the context of bpb, the truncation of MC)."),
     stride: Optional[int] = typer.Option(None, help="Window stride for bpb (default: --seq-len, disjoint windows)."),
@@ -149,11 +170,18 @@ def eval_cmd(
                                                                "power of two (default: what keeps a device's float32 "
                                                                "scores of one layer under 1 GiB)."),
 ):
-    """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks."""
-    from jaxadapt.eval.command import format_results, run_eval, write_json
+    """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks; with --base,
+    the same against the base model and a retention table."""
+    from jaxadapt.eval.command import GenerationEval, format_results, parse_roles, run_eval, write_json
 
+    if generate is not None and lang is None:
+        raise UserError(f"--generate {generate}: needs --lang LANG, the language the replies should be in")
+    if lang is not None and generate is None:
+        raise UserError(f"--lang {lang}: only used with --generate PROMPTS")
     res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk,
-                   attention_chunk)
+                   attention_chunk, roles=parse_roles(target or [], source or [], other or []), base=base,
+                   max_bytes=max_bytes, threshold=threshold,
+                   generation=GenerationEval(generate, lang, max_new_tokens) if generate else None)
     typer.echo(format_results(res))
     if json_out is not None:
         write_json(res, json_out)
@@ -161,13 +189,25 @@ def eval_cmd(
 
 @app.command()
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="Run dirs written by `jaxadapt train`."),
+    inputs: list[Path] = typer.Argument(..., help="Run dirs written by `jaxadapt train` and/or JSON files written "
+                                                  "by `jaxadapt eval --json`."),
     out: Path = typer.Option(..., "--out", help="The report directory to write (README.md + PNG plots)."),
+    check: bool = typer.Option(False, "--check", help="Exit 1 if an eval JSON flags a corpus as regressed."),
 ):
-    """A Markdown report with loss / bpb plots and a comparison table of the runs."""
+    """A Markdown report with loss / bpb plots and a comparison table of the runs, and the retention of evals."""
     from jaxadapt.eval.report import write_report
+    from jaxadapt.eval.retention import summary
 
-    typer.echo(f"wrote {write_report(run_dirs, out)}")
+    evals = [e for e in write_report(inputs, out) if e.retention]
+    typer.echo(f"wrote {out}")
+    for e in evals:
+        typer.echo(f"retention {e.name}: {summary(e.retention)}")
+    if check:
+        if not evals:
+            raise UserError("--check: no input is an eval JSON with a retention block (jaxadapt eval --base ... --json)")
+        flagged = [f"{e.name}: {', '.join(e.retention['flagged'])}" for e in evals if e.retention["flagged"]]
+        if flagged:
+            raise CheckFailed(f"report --check: regressed corpora in {'; '.join(flagged)}")
 
 
 @app.command()
@@ -269,6 +309,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         return 2
+    except CheckFailed as e:
+        typer.echo(f"check failed: {e}", err=True)
+        return 1
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130

@@ -1,8 +1,13 @@
-"""The base class of every error caused by bad user input (files, keys, values).
+"""The base class of every error caused by bad user input (files, keys, values), and of a failed check.
 
-The CLI prints these as one clear line and exits 2; anything else is a bug and keeps its traceback.
+The CLI prints these as one clear line and exits 2 (bad input) or 1 (a check failed); anything else is a bug and
+keeps its traceback.
 """
 
 
 class UserError(ValueError):
     """Bad input: the message names the file / key / value and what was expected."""
+
+
+class CheckFailed(Exception):
+    """A check the user asked for found a problem (`jaxadapt report --check`): the inputs were fine, the result not."""

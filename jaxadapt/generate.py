@@ -37,6 +37,12 @@ def eos_ids_of(cfg, model_dir: Path | None = None) -> tuple[int, ...]:
     return tuple(ids)
 
 
+def default_eos_ids(model, tokenizer, model_dir: Path | None = None) -> tuple[int, ...]:
+    """eos_ids_of the model (and its dir) plus the tokenizer's EOS: where generation stops unless told otherwise."""
+    ids, tid = eos_ids_of(model.config, model_dir), tokenizer.eos_token_id
+    return ids if tid is None or tid in ids else (*ids, tid)
+
+
 def sample_next(logits, key, temperature: float, top_k: int, top_p: float):
     """Next token ids [batch] from float32 logits [batch, vocab]: argmax when temperature == 0, else a sample from
     the temperature-scaled distribution restricted to the top_k tokens (0 = all) and the top_p nucleus."""
@@ -213,20 +219,28 @@ def generate(model, tokenizer, prompts: list[str], *, chat: bool = False, max_ne
     Generation ends at any EOS id (default: the model config's and the tokenizer's) or at max_new_tokens; the text
     is then cut before the first stop string. batch_size (default: all prompts at once) bounds memory.
     """
+    new = generate_tokens(model, tokenizer, prompts, chat=chat, max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, batch_size=batch_size,
+                          eos_ids=eos_ids)
+    return [_cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), stop) for ids in new]
+
+
+def generate_tokens(model, tokenizer, prompts: list[str], *, chat: bool = False, max_new_tokens: int = 64,
+                    temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0,
+                    batch_size: int | None = None, eos_ids=None) -> list[list[int]]:
+    """The new token ids of each prompt, as `generate` makes them (no stop strings): for metrics on ids (%Gen)."""
     if not prompts:
         raise UserError("prompts=[]; expected at least one prompt")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"batch_size={batch_size}; expected at least 1")
     if eos_ids is None:
-        eos_ids = eos_ids_of(model.config) + (() if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,))
+        eos_ids = default_eos_ids(model, tokenizer)
     token_ids = [_encode(tokenizer, p, chat) for p in prompts]
     batch_size = batch_size or len(token_ids)
-    texts = []
-    for start in range(0, len(token_ids), batch_size):
-        new = generate_ids(model, token_ids[start:start + batch_size], eos_ids=eos_ids, max_new_tokens=max_new_tokens,
-                           temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-        texts += [tokenizer.decode(ids, skip_special_tokens=True) for ids in new]
-    return [_cut_at_stop(t, stop) for t in texts]
+    return [ids for start in range(0, len(token_ids), batch_size)
+            for ids in generate_ids(model, token_ids[start:start + batch_size], eos_ids=eos_ids,
+                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                                    seed=seed)]
 
 
 def _encode(tokenizer, prompt: str, chat: bool) -> list[int]:

@@ -15,7 +15,9 @@ data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corpora
 @data_app.command()
 def fetch(
     what: str = typer.Argument(..., help="Where the text comes from: 'debian' (documentation packages)."),
-    lang: str = typer.Option(..., help="nl, en or ru."),
+    lang: str = typer.Option(..., help="Training text: nl, en or ru (LibreOffice help; Russian also man pages and "
+                                       "fortunes). Evaluation text of other domains: nl-eval, en-eval, de-eval, "
+                                       "ru-eval (Debian FAQ, man pages, New Maintainers' Guide)."),
     out: Path = typer.Option(..., help="Directory to write debian-LANG.jsonl into."),
 ):
     """Download real prose and write it as a JSONL corpus (text, source)."""

@@ -23,19 +23,30 @@ from jaxadapt.assets import cache_dir
 from jaxadapt.data.markup import fortunes, html_text, roff_text
 from jaxadapt.errors import UserError
 
-# language -> (package, kind, directory inside the package)
+# corpus -> [(package, kind, directory inside the package)]. The plain language codes are the training corpora;
+# the `-eval` corpora come from other packages (the Debian FAQ, man pages, the New Maintainers' Guide), so that an
+# adapted model is scored on text of another domain than it trained on. No package feeds both.
 PACKAGES = {
     "nl": [("libreoffice-help-nl", "html", "usr/share/libreoffice/help/nl/text")],
     "en": [("libreoffice-help-en-us", "html", "usr/share/libreoffice/help/en-US/text")],
     "ru": [("libreoffice-help-ru", "html", "usr/share/libreoffice/help/ru/text"),
            ("manpages-ru", "man", "usr/share/man/ru"),
            ("fortunes-ru", "fortunes", "usr/share/games/fortunes/ru")],
+    "nl-eval": [("debian-faq-nl", "html", "usr/share/doc/debian/FAQ/nl"),
+                ("manpages-nl", "man", "usr/share/man/nl")],
+    "en-eval": [("debian-faq", "html", "usr/share/doc/debian/FAQ"),
+                ("maint-guide", "html", "usr/share/doc/maint-guide/html")],
+    "de-eval": [("debian-faq-de", "html", "usr/share/doc/debian/FAQ/de"),
+                ("maint-guide-de", "html", "usr/share/doc/maint-guide-de/html")],
+    "ru-eval": [("debian-faq-ru", "html", "usr/share/doc/debian/FAQ/ru"),
+                ("maint-guide-ru", "html", "usr/share/doc/maint-guide-ru/html")],
 }
 MIN_CHARS = 16  # shorter pages are stray titles, not prose
 
 
 def corpus(lang: str) -> Path:
-    """The cached JSONL corpus of a language (nl, en, ru), fetched on first use."""
+    """The cached JSONL corpus of a language (nl, en, ru, or an evaluation corpus such as nl-eval), fetched on
+    first use."""
     path = cache_dir("corpora") / f"debian-{lang}.jsonl"
     return path if path.exists() else fetch(lang, path.parent)[0]
 
@@ -43,6 +54,8 @@ def corpus(lang: str) -> Path:
 def fetch(lang: str, out_dir: Path) -> tuple[Path, Counter]:
     """Download, unpack and strip the language's packages into `out_dir/debian-{lang}.jsonl`.
 
+    An evaluation corpus (`-eval`) is written in the order of its documents' hashes, so that its first N bytes
+    (`jaxadapt eval --max-bytes`) mix its packages and chapters instead of being the first file alone.
     Returns the path and the number of documents per package."""
     if lang not in PACKAGES:
         raise UserError(f"debian corpus: unknown language {lang!r}; choose one of {', '.join(PACKAGES)}")
@@ -57,17 +70,18 @@ def fetch(lang: str, out_dir: Path) -> tuple[Path, Counter]:
         root = Path(tmp) / "root"
         for deb in _download([p for p, _, _ in PACKAGES[lang]], Path(tmp)):
             _run(["dpkg-deb", "-x", str(deb), str(root)], f"unpack {deb.name}")
-        seen: set[bytes] = set()
+        records: dict[bytes, str] = {}
+        for package, kind, subdir in PACKAGES[lang]:
+            for source, text in _documents(kind, root / subdir):
+                key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+                if len(text) < MIN_CHARS or key in records:
+                    continue
+                counts[package] += 1
+                records[key] = json.dumps({"text": text, "source": f"{package}:{source}"}, ensure_ascii=False)
         part = Path(tmp) / out.name
+        order = sorted(records) if lang.endswith("-eval") else list(records)
         with open(part, "w", encoding="utf-8") as f:
-            for package, kind, subdir in PACKAGES[lang]:
-                for source, text in _documents(kind, root / subdir):
-                    key = hashlib.blake2b(text.encode(), digest_size=16).digest()
-                    if len(text) < MIN_CHARS or key in seen:
-                        continue
-                    seen.add(key)
-                    counts[package] += 1
-                    f.write(json.dumps({"text": text, "source": f"{package}:{source}"}, ensure_ascii=False) + "\n")
+            f.writelines(records[key] + "\n" for key in order)
         if not counts:
             raise UserError(f"debian corpus {lang}: the packages held no documents (looked under "
                             f"{', '.join(d for _, _, d in PACKAGES[lang])})")

@@ -1,38 +1,89 @@
-"""`jaxadapt eval`: load a model once, score every --bpb corpus and --mc task, print a table, optionally save JSON."""
+"""`jaxadapt eval`: score every corpus and --mc task with a model (and, with --base, with its base model too), compare
+the two per role-tagged corpus (eval/retention.py), optionally generate, print tables, optionally save JSON."""
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from jaxadapt.errors import UserError
+from jaxadapt.eval.retention import DEFAULT_THRESHOLD, ROLES
 
-_SPEC = re.compile(r"([\w.-]+)=(.+)")
+_NAME = r"[\w.-]+"
+_SPEC = re.compile(rf"({_NAME})=(.+)")
+SAMPLES = 3  # generated texts kept in the results
 
 
-def parse_bpb(specs: list[str]) -> dict[str, str]:
-    """NAME=PATH pairs (names unique) -> {name: path}."""
+@dataclass(frozen=True)
+class GenerationEval:
+    """Greedy replies to a prompt file, judged by the language metrics of eval/language.py."""
+
+    prompts: str  # JSONL with a "prompt" field per line, or one prompt per line (lep.calibrate.read_prompts)
+    lang: str  # the language the replies should be in (ISO 639-1), for the code-switching rate
+    max_new_tokens: int = 64
+
+    def __post_init__(self):
+        from jaxadapt.eval.language import LANGS
+
+        if self.lang not in LANGS:
+            raise UserError(f"--lang {self.lang!r}: expected one of {', '.join(sorted(LANGS))}")
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens {self.max_new_tokens}: expected at least 1")
+
+    def read_prompts(self) -> list[str]:
+        from jaxadapt.lep.calibrate import read_prompts
+
+        try:
+            return read_prompts(self.prompts)
+        except UserError as e:
+            raise UserError(f"--generate {e}") from None
+
+
+def parse_specs(option: str, specs: Iterable[str], taken: Container[str] = ()) -> dict[str, str]:
+    """NAME=PATH pairs of one option -> {name: path}; a name given twice, or already in `taken`, is an error."""
     out: dict[str, str] = {}
     for spec in specs:
         m = _SPEC.fullmatch(spec)
         if not m:
-            raise UserError(f"--bpb {spec!r}: expected NAME=PATH (NAME of letters, digits, '.', '_', '-')")
-        if m[1] in out:
-            raise UserError(f"--bpb {spec!r}: the name {m[1]!r} is given twice")
+            raise UserError(f"{option} {spec!r}: expected NAME=PATH (NAME of letters, digits, '.', '_', '-')")
+        if m[1] in out or m[1] in taken:
+            raise UserError(f"{option} {spec!r}: the name {m[1]!r} is given twice")
         out[m[1]] = m[2]
     return out
 
 
+def parse_roles(target: Iterable[str] = (), source: Iterable[str] = (),
+                other: Iterable[str] = ()) -> dict[str, tuple[str, str]]:
+    """--target / --source / --other NAME=PATH -> {name: (role, path)}, names unique across the three."""
+    roles: dict[str, tuple[str, str]] = {}
+    for role, specs in zip(ROLES, (target, source, other)):
+        roles.update((n, (role, p)) for n, p in parse_specs(f"--{role}", specs, roles).items())
+    return roles
+
+
 def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, stride: int | None = None,
              batch_size: int = 8, fewshot: int = 0, max_docs: int = 0, logits_chunk: int | None = None,
-             attention_chunk: int | None = None) -> dict:
-    """{"model", "bpb": {name: metrics}, "mc": {task: metrics}}; every input is checked before the model loads."""
-    from jaxadapt.data.split import read_texts
-    from jaxadapt.eval.bpb import corpus_bpb
-    from jaxadapt.eval.load import load_for_eval
-    from jaxadapt.eval.mc import read_task, score_task
-    from jaxadapt.eval.scorer import Scorer, check_chunk
+             attention_chunk: int | None = None, *, roles: Mapping[str, tuple[str, str]] | None = None,
+             base: str | None = None, max_bytes: int = 0, threshold: float = DEFAULT_THRESHOLD,
+             generation: GenerationEval | None = None) -> dict:
+    """Score `model` and return {"model", "bpb": {name: metrics}, "mc": {task: metrics}, "roles": {name: role}}.
+
+    bpb: role-less NAME=PATH corpora; mc: task JSONL files; roles: {name: (role, path)}, role one of target /
+    source / other (parse_roles builds it from the CLI options), names unique across bpb and roles; "roles" lists
+    only these, and only they are compared (role-less corpora are scored by both models, not judged). Each corpus is
+    its first max_docs documents, then its first max_bytes UTF-8 bytes (0: all). With `base`, the base model scores
+    the same corpora and tasks with its own tokenizer, after `model` is freed, under "base": {"model", "bpb", "mc"},
+    and "retention" holds retention.compare of the role-tagged corpora at `threshold` percent. With `generation`,
+    each model greedily answers the prompts: "generation" (and "base"."generation"): {"lang", "prompts", "chat",
+    "code_switching", "gen_share", "samples"}. Every input is checked before a model loads."""
+    from jaxadapt.eval.corpus import read_corpus
+    from jaxadapt.eval.mc import read_task
+    from jaxadapt.eval.retention import check_threshold, compare
+    from jaxadapt.eval.scorer import check_chunk
 
     if seq_len < 1 or batch_size < 1:
         raise UserError(f"--seq-len {seq_len} / --batch-size {batch_size}: both must be >= 1")
@@ -40,23 +91,90 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
     check_chunk(attention_chunk, "--attention-chunk")
     if stride is not None and not 1 <= stride <= seq_len:
         raise UserError(f"--stride {stride}: expected 1 <= stride <= --seq-len ({seq_len})")
-    corpora = {name: read_texts(name, path, max_docs) for name, path in parse_bpb(bpb).items()}
+    threshold = check_threshold(threshold)
+    roles = dict(roles or {})
+    for name, (role, _) in roles.items():
+        if role not in ROLES or not re.fullmatch(_NAME, name):
+            raise UserError(f"corpus {name!r} of role {role!r}: expected a NAME of letters, digits, '.', '_', '-' "
+                            f"and a role among {', '.join(ROLES)}")
+    specs = {name: ("--bpb", path) for name, path in parse_specs("--bpb", bpb, roles).items()}
+    specs |= {name: (f"--{role}", path) for name, (role, path) in roles.items()}
+    corpora = {name: read_corpus(option, name, path, max_docs, max_bytes) for name, (option, path) in specs.items()}
     tasks = {Path(p).stem: read_task(p) for p in mc}
     if len(tasks) < len(mc):
         raise UserError(f"--mc {' '.join(mc)}: task names (file stems) must be unique")
-    if not corpora and not tasks:
-        raise UserError("nothing to evaluate: give at least one --bpb NAME=PATH or --mc TASK.jsonl")
+    prompts = generation.read_prompts() if generation else None
+    if not corpora and not tasks and not prompts:
+        raise UserError("nothing to evaluate: give at least one --bpb/--target/--source/--other NAME=PATH, "
+                        "--mc TASK.jsonl or --generate PROMPTS")
     from jaxadapt.train.distributed import maybe_initialize
 
     maybe_initialize()  # a TPU pod / SLURM job / JAXADAPT_COORDINATOR: every process scores, all agree
-    net, tokenizer, mesh = load_for_eval(model)
-    scorer = Scorer(net, mesh, batch_size, logits_chunk, attention_chunk)
-    return {"model": str(model),
-            "bpb": {n: corpus_bpb(scorer, tokenizer, t, seq_len, stride, name=n) for n, t in corpora.items()},
-            "mc": {n: score_task(scorer, tokenizer, items, seq_len, fewshot, name=n) for n, items in tasks.items()}}
+
+    def evaluate(spec: str) -> dict:
+        """One model's results; the model is freed when this returns."""
+        from jaxadapt.eval.bpb import corpus_bpb
+        from jaxadapt.eval.load import load_for_eval
+        from jaxadapt.eval.mc import score_task
+        from jaxadapt.eval.scorer import Scorer
+
+        net, tokenizer, mesh = load_for_eval(spec)
+        scorer = Scorer(net, mesh, batch_size, logits_chunk, attention_chunk)
+        out = {"bpb": {n: corpus_bpb(scorer, tokenizer, t, seq_len, stride, name=n) for n, t in corpora.items()},
+               "mc": {n: score_task(scorer, tokenizer, items, seq_len, fewshot, name=n) for n, items in tasks.items()}}
+        if generation:
+            out["generation"] = generate_metrics(net, tokenizer, spec, prompts, generation, batch_size)
+        return out
+
+    res = {"model": str(model), **evaluate(model), "roles": {name: role for name, (role, _) in roles.items()}}
+    if base is not None:
+        gc.collect()  # the first model's arrays go before the second model loads
+        res["base"] = {"model": str(base), **evaluate(base)}
+        res["retention"] = compare(res["roles"], {n: r["bpb"] for n, r in res["base"]["bpb"].items()},
+                                   {n: r["bpb"] for n, r in res["bpb"].items()}, threshold)
+    return res
+
+
+def generate_metrics(net, tokenizer, spec: str, prompts: list[str], gen: GenerationEval, batch_size: int) -> dict:
+    """Greedy replies (chat replies where the tokenizer has a chat template, else continuations) and what
+    eval/language.py measures on them: the code-switching rate for gen.lang and, when the model's dir has an
+    adaptation.json, %Gen (None also when nothing was generated)."""
+    from jaxadapt.eval.language import code_switching_rate, gen_share, old_vocab_size
+    from jaxadapt.eval.load import model_home
+    from jaxadapt.generate import default_eos_ids, generate_tokens
+
+    home = model_home(spec)
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    ids = generate_tokens(net, tokenizer, prompts, chat=chat, max_new_tokens=gen.max_new_tokens,
+                          batch_size=batch_size, eos_ids=default_eos_ids(net, tokenizer, home))
+    texts = [tokenizer.decode(i, skip_special_tokens=True) for i in ids]
+    adapted = home is not None and (home / "adaptation.json").is_file()
+    return {"lang": gen.lang, "prompts": len(prompts), "chat": chat,
+            "code_switching": code_switching_rate(texts, gen.lang),
+            "gen_share": gen_share(ids, old_vocab_size(home)) if adapted and any(ids) else None,
+            "samples": texts[:SAMPLES]}
 
 
 def format_results(res: dict) -> str:
+    """The results as terminal tables: the model's, the base's, the retention comparison, the generation metrics."""
+    from jaxadapt.eval.retention import format_retention
+
+    lines = _tables(res)
+    if "base" in res:
+        lines += ["", f"base {res['base']['model']}:", *_tables(res["base"])]
+    if "retention" in res:
+        lines += ["", "retention (base vs adapted):", format_retention(res["retention"])]
+    for who, r in (("", res), ("base ", res.get("base", {}))):
+        if "generation" in r:
+            g = r["generation"]
+            share = "–" if g["gen_share"] is None else f"{g['gen_share']:.3f}"
+            head = (f"{who}generation ({g['prompts']} prompts): code-switching ({g['lang']}) "
+                    f"{g['code_switching']:.3f}, %Gen {share}")
+            lines += ["", head, *(f"  > {t!r}" for t in g["samples"])]
+    return "\n".join(lines)
+
+
+def _tables(res: dict) -> list[str]:
     lines = []
     if res["bpb"]:
         lines.append(f"{'corpus':<20} {'docs':>6} {'tokens':>10} {'bytes':>11} {'bpb':>8} {'ppl':>10}")
@@ -66,7 +184,7 @@ def format_results(res: dict) -> str:
         lines.append(f"{'task':<20} {'items':>6} {'acc':>8} {'acc_norm':>9} {'acc_bytes':>10}")
         lines += [f"{n:<20} {r['items']:>6} {r['acc']:>8.4f} {r['acc_norm']:>9.4f} {r['acc_bytes']:>10.4f}"
                   for n, r in res["mc"].items()]
-    return "\n".join(lines)
+    return lines
 
 
 def write_json(res: dict, out: Path) -> None:

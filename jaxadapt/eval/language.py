@@ -27,6 +27,8 @@ from jaxadapt.errors import UserError
 CYRILLIC_LANGS = frozenset({"ru", "uk", "be", "bg", "sr", "mk", "kk", "ky", "mn", "tg"})
 GREEK_LANGS = frozenset({"el"})
 CANDIDATES = ("nl", "en", "de", "fr", "es", "it", "pt", "ru", "uk", "pl")
+# Languages whose script language_script knows and that py3langid identifies: the ones the metrics here are right for.
+LANGS = frozenset(CANDIDATES) | CYRILLIC_LANGS | GREEK_LANGS
 _SENTENCE = re.compile(r"(?<=[.!?…])\s+|\n+")
 
 

@@ -10,12 +10,32 @@ from jaxadapt.errors import UserError
 def load_for_eval(spec: str):
     """(model, tokenizer, mesh). A run dir restores its latest checkpoint (LoRA applied) on the run's own mesh, so
     the parameters stay where training put them; everything else loads replicated over a data mesh of all devices."""
+    run = _run(spec)
+    return _restored(*run) if run else _pretrained(spec)
+
+
+def model_home(spec: str) -> Path | None:
+    """The HF dir a model stands on, where its generation_config.json and adaptation.json live: the model's own dir,
+    or for a run dir (or one of its checkpoints) the run's model.path; None when that is no dir (a preset)."""
+    import yaml
+
+    from jaxadapt.predict import model_dir
+
+    run = _run(spec)
+    if run is None:
+        return model_dir(spec)
+    path = Path(str(yaml.safe_load((run[0] / "config.yaml").read_text())["model"]["path"]))
+    return path if path.is_dir() else None
+
+
+def _run(spec: str) -> tuple[Path, int | None] | None:
+    """(run dir, step or None for the latest) when `spec` is a run dir or one of its checkpoints."""
     path = Path(spec)
     if (path / "config.yaml").exists():
-        return _restored(path, None)
+        return path, None
     if path.parent.name == "checkpoints" and path.name.isdigit() and (path.parent.parent / "config.yaml").exists():
-        return _restored(path.parent.parent, int(path.name))
-    return _pretrained(spec)
+        return path.parent.parent, int(path.name)
+    return None
 
 
 def _restored(run_dir: Path, step: int | None):

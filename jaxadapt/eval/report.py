@@ -5,6 +5,9 @@ last eval entry of each run); tokenizer efficiency if a run dir holds `tokenizer
 {tokenizer: {corpus: {"tokens_per_word": x, "bytes_per_token": y, ...}}} (the fields of `jaxadapt tokenizer
 stats`). Table: final loss, final bpb per source, tokens seen, mean tokens/s (the first logged step, which
 includes compilation, left out).
+
+Inputs may also be JSON files written by `jaxadapt eval --json`: each one with a "retention" block (an eval with
+--base) gets a table of base vs adapted bpb per corpus in the "Retention (base vs adapted)" section.
 """
 
 from __future__ import annotations
@@ -59,22 +62,71 @@ def load_run(run_dir: Path) -> Run:
     return Run(Path(run_dir).resolve().name, rows, stats if isinstance(stats, dict) else None)
 
 
-def write_report(run_dirs: list[Path], out: Path) -> Path:
-    runs = [load_run(d) for d in run_dirs]
-    if not runs:
-        raise UserError("report: give at least one run dir")
+@dataclass(frozen=True)
+class Evaluation:
+    """The results of one `jaxadapt eval --json` file."""
+
+    name: str
+    res: dict
+
+    @property
+    def retention(self) -> dict | None:
+        return self.res.get("retention")
+
+
+def load_eval(path: Path) -> Evaluation:
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable JSON file ({e})") from None
+    if not (isinstance(res, dict) and "model" in res and isinstance(res.get("bpb"), dict)):
+        raise UserError(f"{path}: not the JSON of `jaxadapt eval --json` (no 'model' and 'bpb')")
+    ret = res.get("retention")
+    if ret is not None and not (isinstance(ret, dict) and isinstance(ret.get("rows"), list)
+                                and isinstance(ret.get("flagged"), list)):
+        raise UserError(f"{path}: 'retention' is not a block of `jaxadapt eval --base` (rows, flagged)")
+    return Evaluation(Path(path).name, res)
+
+
+def _is_eval(path: Path) -> bool:
+    return Path(path).suffix == ".json" and not Path(path).is_dir()
+
+
+def write_report(inputs: list[Path], out: Path) -> list[Evaluation]:
+    """Write the report of run dirs and eval JSON files (told apart by the .json suffix); returns the evals."""
+    if not inputs:
+        raise UserError("report: give at least one run dir or eval JSON")
+    evals = [load_eval(p) for p in inputs if _is_eval(p)]
+    runs = [load_run(p) for p in inputs if not _is_eval(p)]
     import matplotlib
 
     matplotlib.use("Agg")
     with atomic_dir(out) as tmp:
-        sections = ["# Runs: " + ", ".join(r.name for r in runs), "", table(runs), ""]
+        sections = ["# Runs: " + ", ".join([*(r.name for r in runs), *(e.name for e in evals)]), ""]
+        if runs:
+            sections += [table(runs), ""]
         for title, png, draw in (("Training loss", "loss.png", _loss), ("Eval bits per byte", "bpb.png", _bpb),
                                  ("Bits per byte before / after", "bpb_before_after.png", _before_after),
                                  ("Tokenizer efficiency", "tokenizer.png", _tokenizer)):
-            if _plot(draw, runs, tmp / png):
+            if runs and _plot(draw, runs, tmp / png):
                 sections += [f"## {title}", "", f"![{title}]({png})", ""]
+        sections += retention_section(evals)
         (tmp / "README.md").write_text("\n".join(sections))
-    return out
+    return evals
+
+
+def retention_section(evals: list[Evaluation]) -> list[str]:
+    """The "Retention (base vs adapted)" section's lines: one table per eval with a retention block."""
+    from jaxadapt.eval.retention import markdown_retention
+
+    done = [e for e in evals if e.retention]
+    if not done:
+        return []
+    lines = ["## Retention (base vs adapted)", ""]
+    for e in done:
+        lines += [f"### {e.name}: {e.res['model']} vs base {e.res.get('base', {}).get('model', '?')}", "",
+                  markdown_retention(e.retention), ""]
+    return lines
 
 
 def table(runs: list[Run]) -> str:

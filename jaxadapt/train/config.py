@@ -35,6 +35,19 @@ class LoraConfig:
 
 
 @dataclass(frozen=True)
+class GroupScales:
+    """Learning-rate multipliers per parameter group; 0 freezes a group bit for bit (no update, no weight decay).
+
+    Adam normalises every gradient, so on a tied embedding matrix the softmax's small gradient moves each row of
+    an unseen token by about the learning rate per step; a small `old_rows` keeps what the model knew."""
+
+    new_rows: float = 1.0  # embedding and LM-head rows of the tokens added by vocab adapt (ids >= old_vocab_size)
+    old_rows: float = 1.0  # the rows the model came with (every row of a model without adaptation.json)
+    lora: float = 1.0  # LoRA factors
+    body: float = 1.0  # every other trained weight (full fine-tuning: attention, MLP, norms)
+
+
+@dataclass(frozen=True)
 class OptimConfig:
     learning_rate: float = 3e-4
     schedule: Literal["constant", "linear", "cosine"] = "cosine"
@@ -44,7 +57,12 @@ class OptimConfig:
     b2: float = 0.95
     eps: float = 1e-8
     weight_decay: float = 0.0  # decoupled (AdamW); never applied to norms and biases
+    embedding_weight_decay: bool = False  # decay embedding and LM-head rows too (pulls unseen rows toward 0)
     clip_norm: float | None = 1.0
+    groups: GroupScales = field(default_factory=GroupScales)
+    # "seen": an embedding / LM-head row moves only in steps whose batch holds its token (as input or as target);
+    # its Adam moments still decay in between. "all": every row moves every step, as plain AdamW does.
+    embedding_updates: Literal["all", "seen"] = "all"
 
 
 @dataclass(frozen=True)
@@ -133,6 +151,12 @@ def validate(cfg: RunConfig) -> None:
     for key, chunk in (("model.attention_chunk", cfg.model.attention_chunk), ("train.logits_chunk", t.logits_chunk)):
         if chunk != "auto" and (chunk < 0 or (chunk and t.seq_len % chunk)):
             raise UserError(f"{key}={chunk}: expected 0 (no chunking) or a divisor of train.seq_len={t.seq_len}")
+    o = cfg.optim
+    if not o.learning_rate > 0:
+        raise UserError(f"optim.learning_rate={o.learning_rate}: expected a positive number")
+    for group, scale in vars(o.groups).items():
+        if not scale >= 0:
+            raise UserError(f"optim.groups.{group}={scale}: expected a learning-rate multiplier >= 0 (0 freezes)")
     if t.batch_size % t.grad_accum:
         raise UserError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     bad = sorted(set(cfg.lora.targets) - set(LORA_TARGETS))

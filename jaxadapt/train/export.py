@@ -13,7 +13,7 @@ from jaxadapt.train.checkpoint import Checkpointer
 from jaxadapt.train.config import RunConfig, trainable_parts
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
 from jaxadapt.train.modelload import load_for_training
-from jaxadapt.train.partition import old_vocab_size
+from jaxadapt.train.partition import resolve_old_vocab
 from jaxadapt.train.step import build_engine
 
 
@@ -37,7 +37,7 @@ def restore_model(run_dir, step: int | None = None):
     parts = trainable_parts(cfg.train.trainable)
     if "lora" in parts:
         add_lora(model, cfg.lora, seed=cfg.train.seed)
-    old_vocab = old_vocab_size(cfg.model.path, cfg.train.old_vocab_size) if "new_rows" in parts else None
+    old_vocab = resolve_old_vocab(cfg)
     engine, state = build_engine(model, cfg, mesh, old_vocab)
     state, _, _ = ckpt.restore(step, state, engine.state_shardings)
     ckpt.close()

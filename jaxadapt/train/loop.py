@@ -33,7 +33,7 @@ from jaxadapt.train.distributed import maybe_initialize
 from jaxadapt.train.lora import add_lora
 from jaxadapt.train.loss import target_logprobs
 from jaxadapt.train.metrics import MetricsLogger
-from jaxadapt.train.partition import old_vocab_size
+from jaxadapt.train.partition import resolve_old_vocab
 from jaxadapt.train.modelload import architecture, load_for_training
 from jaxadapt.train.step import Engine, build_engine, check_batch_divides, resolve_attention_chunk, shard_batch
 
@@ -89,7 +89,7 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
                  attention_impl=cfg.model.attention_impl, attention_chunk=attention_chunk)
     model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=t.seed)
-    old_vocab = old_vocab_size(cfg.model.path, t.old_vocab_size) if "new_rows" in parts else None
+    old_vocab = resolve_old_vocab(cfg)
     if "lora" in parts:
         add_lora(model, cfg.lora, seed=t.seed)
     engine, state = build_engine(model, cfg, mesh, old_vocab)

@@ -1,8 +1,9 @@
 """The optimizer: global-norm clipping, then AdamW with a warmup + decay schedule.
 
-Weight decay is masked off norms and biases (decaying a norm gain toward 0 only hurts). For `new_rows` the
-row masks wrap the chain on both sides: masking the gradient keeps the grad norm and Adam moments honest, and
-masking the final update removes the weight decay that AdamW would otherwise still apply to frozen rows.
+Weight decay is masked off norms and biases (decaying a norm gain toward 0 only hurts) and, unless
+`optim.embedding_weight_decay`, off the embedding and LM-head rows (decay would pull every unseen token's row
+toward 0). Per-group learning rates and row freezing are applied around this chain by the train step
+(`jaxadapt.train.partition.update_scales`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import optax
 
 from jaxadapt.sharding import path_str
 from jaxadapt.train.config import OptimConfig
+from jaxadapt.train.partition import EMBEDDING_PATHS
 
 
 def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -31,33 +33,23 @@ def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
                                  optax.constant_schedule(peak), after], [warm])
 
 
-def _decay_mask(params):
-    def decays(path, _):
-        p = path_str(path)
-        return not (p.endswith("/bias") or "norm" in p.rsplit("/", 2)[-2])
+def _decay_mask(decay_embeddings: bool):
+    def mask(params):
+        def decays(path, _):
+            p = path_str(path)
+            if p in EMBEDDING_PATHS:
+                return decay_embeddings
+            return not (p.endswith("/bias") or "norm" in p.rsplit("/", 2)[-2])
 
-    return jax.tree_util.tree_map_with_path(decays, params)
+        return jax.tree_util.tree_map_with_path(decays, params)
 
-
-def mask_updates(masks) -> optax.GradientTransformation:
-    """Multiply updates by per-leaf masks (None = leave the leaf alone)."""
-
-    def update(updates, state, params=None):
-        del params
-        out = jax.tree.map(lambda u, m: u if m is None else u * m, updates, masks, is_leaf=lambda x: x is None)
-        return out, state
-
-    return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+    return mask
 
 
-def make_optimizer(cfg: OptimConfig, total_steps: int, masks=None) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
     chain = []
-    if masks is not None:
-        chain.append(mask_updates(masks))
     if cfg.clip_norm:
         chain.append(optax.clip_by_global_norm(cfg.clip_norm))
     chain.append(optax.adamw(schedule(cfg, total_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                             weight_decay=cfg.weight_decay, mask=_decay_mask))
-    if masks is not None:
-        chain.append(mask_updates(masks))
+                             weight_decay=cfg.weight_decay, mask=_decay_mask(cfg.embedding_weight_decay)))
     return optax.chain(*chain)

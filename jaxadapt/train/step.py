@@ -24,7 +24,7 @@ from jaxadapt.train.chunking import auto_attention_chunk, auto_logits_chunk
 from jaxadapt.train.config import RunConfig
 from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
 from jaxadapt.train.optim import make_optimizer, schedule
-from jaxadapt.train.partition import row_masks, split_trainable
+from jaxadapt.train.partition import seen_tokens, split_trainable, update_scales, with_seen_rows
 
 
 def batch_axis_size(mesh: Mesh) -> int:
@@ -128,8 +128,9 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
     and dtypes are read, so abstract trees (ShapeDtypeStruct) work: `jaxadapt plan` compiles the real step
     ahead of time without allocating a parameter."""
     t = cfg.train
-    masks = row_masks(params, t.trainable, old_vocab)
-    opt = make_optimizer(cfg.optim, t.steps, masks)
+    scales = update_scales(params, cfg, old_vocab)
+    seen_only = cfg.optim.embedding_updates == "seen"
+    opt = make_optimizer(cfg.optim, t.steps)
     objective = OBJECTIVES[t.objective]
     lr_fn = schedule(cfg.optim, t.steps)
     dropout = cfg.lora.dropout > 0 and "lora" in t.trainable
@@ -184,11 +185,17 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
                                              (batch, jnp.arange(accum)))
         n = jnp.maximum(n, 1.0)
         g = jax.tree.map(lambda x: x / n, g)
-        if masks is not None:
-            g = jax.tree.map(lambda x, m: x if m is None else x * m, g, masks, is_leaf=lambda x: x is None)
+        factors = with_seen_rows(scales, seen_tokens(batch, embed.shape[0])) if seen_only else scales
+        scaled = lambda tree, f: jax.tree.map(  # noqa: E731
+            lambda x, s: x if s is None else f(x, s), tree, factors, is_leaf=lambda x: x is None)
+        # A frozen row or group (factor 0) gives no gradient (clipping and Adam's moments see only what trains) and
+        # keeps its value exactly; the others' updates are scaled after Adam, which makes the factor a lr multiplier.
+        g = scaled(g, lambda x, s: jnp.where(s > 0, x, 0).astype(x.dtype))
         updates, opt_state = opt.update(g, state["opt_state"], p)
-        new = {"params": optax.apply_updates(p, updates), "opt_state": opt_state, "step": state["step"] + 1,
-               "rng": state["rng"]}
+        stepped = optax.apply_updates(p, scaled(updates, lambda u, s: (u * s).astype(u.dtype)))
+        new_p = jax.tree.map(lambda x, old, s: x if s is None else jnp.where(s > 0, x, old), stepped, p, factors,
+                             is_leaf=lambda x: x is None)
+        new = {"params": new_p, "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
         metrics = {"loss": total / n, "grad_norm": optax.tree.norm(g), "lr": lr_fn(state["step"]),
                    "tokens": n, **{k.replace("_sum", ""): v / n for k, v in aux.items()}}
         return new, metrics

@@ -74,9 +74,34 @@ def lep(stages: Path) -> list[str]:
     return lines + [""]
 
 
+RETENTION = ("nl", "nl-ood", "en", "en-ood", "ru-ood", "de-ood")
+
+
+def retention(stages: Path) -> list[str]:
+    lines = ["(f)", "", "| model | " + " | ".join(RETENTION) + " |", "|---|" + "---|" * len(RETENTION)]
+    first = next((_load(stages / s / "results.json") for s in ("step0", "after_all")
+                  if _load(stages / s / "results.json")), None)
+    if first is not None:
+        lines.append("| original SmolLM2 | " + " | ".join(f"{first['base']['bpb'][c]['bpb']:.3f}" for c in RETENTION)
+                     + " |")
+    for label, stage in (("+2K mean init, step 0", "step0"), ("all rows, lr 1e-3", "after_all"),
+                         ("seen rows", "after_seen"), ("seen, LoRA and old rows x0.3", "after_seen_slow"),
+                         ("seen, LoRA x0.3, old rows x0.1, 25% replay", "after_replay"),
+                         ("seen, LoRA and old rows x0.1, 25% replay", "after_chosen")):
+        r = _load(stages / stage / "results.json")
+        if r is None:
+            lines.append(f"| {label} | " + " | ".join("missing" for _ in RETENTION) + " |")
+            continue
+        change = {row["corpus"]: row["change_pct"] for row in r["retention"]["rows"]}
+        lines.append(f"| {label} | " + " | ".join(f"{r['bpb'][c]['bpb']:.3f} ({change[c]:+.1f}%)" for c in RETENTION)
+                     + " |")
+    return lines + [""]
+
+
 def main(root: str = "runs") -> None:
     runs = Path(root)
-    for name, table in (("exp-a", tokenizers), ("exp-b", initialisation), ("exp-cd", trainable), ("exp-e", lep)):
+    for name, table in (("exp-a", tokenizers), ("exp-b", initialisation), ("exp-cd", trainable), ("exp-e", lep),
+                        ("exp-f", retention)):
         print("\n".join(table(runs / name / "stages")))
 
 

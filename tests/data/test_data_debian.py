@@ -8,7 +8,7 @@ import os
 import pytest
 
 from jaxadapt.cli import main
-from jaxadapt.data.debian import corpus, fetch
+from jaxadapt.data.debian import PACKAGES, corpus, fetch
 from jaxadapt.data.markup import fortunes, html_text, roff_text
 from jaxadapt.errors import UserError
 
@@ -55,7 +55,7 @@ def test_missing_apt_lists_say_run_apt_get_update(tmp_path, monkeypatch):
 
 
 def test_unknown_language():
-    with pytest.raises(UserError, match="unknown language 'fr'; choose one of nl, en, ru"):
+    with pytest.raises(UserError, match="unknown language 'fr'; choose one of nl, en, ru, nl-eval"):
         fetch("fr", "unused")
 
 
@@ -73,3 +73,20 @@ def test_real_dutch_corpus_from_debian(capsys):
     assert main(["data", "stats", str(path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "source\tdocuments\tbytes\twords" and out[1].startswith(f"{path}\t{len(rows)}\t")
+
+
+def test_evaluation_corpora_share_no_package_with_training_corpora():
+    train = {pkg for lang, specs in PACKAGES.items() if not lang.endswith("-eval") for pkg, _, _ in specs}
+    held = {pkg for lang, specs in PACKAGES.items() if lang.endswith("-eval") for pkg, _, _ in specs}
+    assert train and held and not train & held
+    assert {"nl-eval", "en-eval", "ru-eval", "de-eval"} <= set(PACKAGES)
+
+
+def test_real_dutch_evaluation_corpus_mixes_its_packages():
+    """Downloads debian-faq-nl and manpages-nl (~0.9 MB) once into the cache."""
+    rows = [json.loads(line) for line in corpus("nl-eval").open(encoding="utf-8")]
+    packages = [r["source"].split(":", 1)[0] for r in rows]
+    assert set(packages) == {"debian-faq-nl", "manpages-nl"}
+    assert len(set(packages[:10])) == 2, "hash order: the first documents already come from both packages"
+    joined = "\n".join(r["text"] for r in rows)
+    assert joined.count(" het ") > 300 and "Debian" in joined
