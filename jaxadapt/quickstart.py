@@ -69,10 +69,10 @@ def _split(path: Path, fraction: float, eval_docs: int, out: Path) -> tuple[list
 def _sample(spec: str, max_bytes: int, out: Path) -> Path:
     """The first `max_bytes` bytes of a corpus (debian:LANG or a path) as a JSONL file (the Debian evaluation
     corpora are in hash order, so this mixes their packages)."""
-    from jaxadapt.data.split import corpus_path, read_texts, write_jsonl
-    from jaxadapt.eval.corpus import cap_bytes
+    from jaxadapt.data.split import write_jsonl
+    from jaxadapt.eval.corpus import read_corpus
 
-    texts = cap_bytes(read_texts(out.stem, str(corpus_path(spec))), max_bytes)
+    texts = read_corpus("ood", out.stem, spec, max_bytes=max_bytes)
     with atomic_file(out, encoding="utf-8") as fh:
         write_jsonl(fh, texts)
     return out
