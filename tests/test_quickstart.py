@@ -15,7 +15,7 @@ def test_quickstart_on_a_tiny_model(tmp_path, capsys):
             f"replay={tmp_path / 'en.jsonl'}", "add_tokens=40", "steps=6", "batch_size=8", "seq_len=32",
             "eval_docs=4", "eval_seq_len=64", "validation_fraction=0.1", "max_new_tokens=5", "learning_rate=0.01",
             "prompt=hallo", f"ood_target={tmp_path / 'nl.jsonl'}", f"ood_source={tmp_path / 'en.jsonl'}",
-            f"ood_other=[{tmp_path / 'ru.jsonl'}]", "ood_bytes=600"]
+            f"ood_other=[{tmp_path / 'ru.jsonl'}]", "ood_bytes=600", f"protect=[{tmp_path / 'en.jsonl'}]"]
     assert main(args) == 0
     summary = json.loads((out / "quickstart.json").read_text())
     bpb = summary["bits_per_byte"]
@@ -29,6 +29,8 @@ def test_quickstart_on_a_tiny_model(tmp_path, capsys):
     # Exactly 40 new tokens (the tiny base tokenizer's size depends on the tokenizers release that trained it).
     base_size = len(AutoTokenizer.from_pretrained(model_dir))
     assert len(AutoTokenizer.from_pretrained(summary["paths"]["export"])) == base_size + 40
+    origin = json.loads((out / "tokenizer" / "jaxadapt_tokenizer.json").read_text())
+    assert origin["protect"] == [str(tmp_path / "en.jsonl")]
     retention = summary["retention"]
     assert [(r["corpus"], r["role"]) for r in retention["rows"]] == [
         ("target", "target"), ("replay", "source"), ("target-ood", "target"), ("source-ood", "source"), ("ru", "other")]

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from jaxadapt.errors import UserError
+from jaxadapt.options import OVERWRITE
 
 data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corpora: fetch real text, count it.")
 
@@ -15,8 +16,8 @@ data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corpora
 @data_app.command()
 def fetch(
     what: str = typer.Argument(..., help="Where the text comes from: 'debian' (documentation packages)."),
-    lang: str = typer.Option(..., help="Training text: nl, en or ru (LibreOffice help; Russian also man pages and "
-                                       "fortunes). Evaluation text of other domains: nl-eval, en-eval, de-eval, "
+    lang: str = typer.Option(..., help="Training text: nl, en, de or ru (LibreOffice help; Russian also man pages "
+                                       "and fortunes). Evaluation text of other domains: nl-eval, en-eval, de-eval, "
                                        "ru-eval (Debian FAQ, man pages, New Maintainers' Guide)."),
     out: Path = typer.Option(..., help="Directory to write debian-LANG.jsonl into."),
 ):
@@ -39,10 +40,13 @@ def split(
                                                       "(the same split as data.validation_fraction)."),
     max_heldout: int = typer.Option(0, help="Keep at most this many held-out documents (0: all); the rest of the "
                                             "split is dropped, not trained on."),
+    overwrite: bool = OVERWRITE,
 ):
     """Split a corpus into training and held-out documents (for tokenizers, training and evaluation)."""
     from jaxadapt.data.split import split_corpus
+    from jaxadapt.io.atomic import check_output
 
+    check_output(out, [src], overwrite)
     counts = split_corpus(src, out, heldout_fraction, max_heldout)
     typer.echo(f"wrote {out}: {counts['train']} training and {counts['heldout']} held-out documents")
 

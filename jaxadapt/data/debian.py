@@ -1,4 +1,4 @@
-"""Real English, Dutch and Russian prose, offline: Debian packages of documentation turned into JSONL corpora.
+"""Real English, Dutch, Russian and German prose, offline: Debian packages of documentation turned into JSONL corpora.
 
 No text hub is reachable where jaxadapt is tested, but a Debian mirror is. `apt-get download` fetches a package
 without installing it (no root), `dpkg-deb -x` unpacks it, and the markup is stripped page by page. Each line of
@@ -32,6 +32,7 @@ PACKAGES = {
     "ru": [("libreoffice-help-ru", "html", "usr/share/libreoffice/help/ru/text"),
            ("manpages-ru", "man", "usr/share/man/ru"),
            ("fortunes-ru", "fortunes", "usr/share/games/fortunes/ru")],
+    "de": [("libreoffice-help-de", "html", "usr/share/libreoffice/help/de/text")],  # e.g. tokenizer extend --protect
     "nl-eval": [("debian-faq-nl", "html", "usr/share/doc/debian/FAQ/nl"),
                 ("manpages-nl", "man", "usr/share/man/nl")],
     "en-eval": [("debian-faq", "html", "usr/share/doc/debian/FAQ"),
@@ -45,7 +46,7 @@ MIN_CHARS = 16  # shorter pages are stray titles, not prose
 
 
 def corpus(lang: str) -> Path:
-    """The cached JSONL corpus of a language (nl, en, ru, or an evaluation corpus such as nl-eval), fetched on
+    """The cached JSONL corpus of a language (nl, en, ru, de, or an evaluation corpus such as nl-eval), fetched on
     first use."""
     path = cache_dir("corpora") / f"debian-{lang}.jsonl"
     return path if path.exists() else fetch(lang, path.parent)[0]

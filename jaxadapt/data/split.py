@@ -25,8 +25,10 @@ def corpus_path(spec: str) -> Path:
         return corpus(spec.split(":", 1)[1])
     p = Path(spec)
     if not p.exists():
-        raise UserError(f"corpus {spec!r}: no such file or directory (or use debian:LANG, LANG one of nl, en, ru, "
-                        "nl-eval, en-eval, de-eval, ru-eval)")
+        from jaxadapt.data.debian import PACKAGES
+
+        raise UserError(f"corpus {spec!r}: no such file or directory (or use debian:LANG, LANG one of "
+                        f"{', '.join(PACKAGES)})")
     return p
 
 

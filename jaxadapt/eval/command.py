@@ -4,6 +4,7 @@ the two per role-tagged corpus (eval/retention.py), optionally generate, print t
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import re
 from collections.abc import Container, Iterable, Mapping
@@ -77,7 +78,9 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
     only these, and only they are compared (role-less corpora are scored by both models, not judged). Each corpus is
     its first max_docs documents, then its first max_bytes UTF-8 bytes (0: all). With `base`, the base model scores
     the same corpora and tasks with its own tokenizer, after `model` is freed, under "base": {"model", "bpb", "mc"},
-    and "retention" holds retention.compare of the role-tagged corpora at `threshold` percent. With `generation`,
+    and "retention" holds retention.compare of the role-tagged corpora at `threshold` percent. `base` may also be
+    the JSON of an earlier run_eval of the base (its "inputs" must match: same texts, seq_len and stride), so one
+    scoring of the base serves many adapted models. With `generation`,
     each model greedily answers the prompts: "generation" (and "base"."generation"): {"lang", "prompts", "chat",
     "code_switching", "gen_share", "samples"}. Every input is checked before a model loads."""
     from jaxadapt.eval.corpus import read_corpus
@@ -107,6 +110,11 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
     if not corpora and not tasks and not prompts:
         raise UserError("nothing to evaluate: give at least one --bpb/--target/--source/--other NAME=PATH, "
                         "--mc TASK.jsonl or --generate PROMPTS")
+    inputs = {"seq_len": seq_len, "stride": stride, "fewshot": fewshot,
+              "corpora": {n: _fingerprint(t) for n, t in corpora.items()},
+              "tasks": {n: _fingerprint(items) for n, items in tasks.items()},
+              "prompts": _fingerprint([prompts, generation.lang, generation.max_new_tokens]) if prompts else None}
+    scored_base = _scored_base(base, inputs, generation) if base is not None else None
     from jaxadapt.train.distributed import maybe_initialize
 
     maybe_initialize()  # a TPU pod / SLURM job / JAXADAPT_COORDINATOR: every process scores, all agree
@@ -126,13 +134,54 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
             out["generation"] = generate_metrics(net, tokenizer, spec, prompts, generation, batch_size)
         return out
 
-    res = {"model": str(model), **evaluate(model), "roles": {name: role for name, (role, _) in roles.items()}}
-    if base is not None:
+    res = {"model": str(model), **evaluate(model), "roles": {name: role for name, (role, _) in roles.items()},
+           "inputs": inputs}
+    if scored_base is not None:
+        res["base"] = scored_base
+    elif base is not None:
         gc.collect()  # the first model's arrays go before the second model loads
         res["base"] = {"model": str(base), **evaluate(base)}
+    if base is not None:
         res["retention"] = compare(res["roles"], {n: r["bpb"] for n, r in res["base"]["bpb"].items()},
                                    {n: r["bpb"] for n, r in res["bpb"].items()}, threshold)
     return res
+
+
+def _fingerprint(items) -> str:
+    text = json.dumps(items, ensure_ascii=False, default=repr)  # MC items are dataclasses: their repr is their value
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _scored_base(base: str, inputs: dict, generation: GenerationEval | None) -> dict | None:
+    """The base's results from an earlier `jaxadapt eval --json` of it (None: `base` is a model to score).
+
+    Every corpus, task and prompt file scored now must have been scored there from the same text, with the same
+    window and few-shot settings; anything else would compare different things."""
+    path = Path(base)
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+        had, bpb, mc = old["inputs"], old["bpb"], old["mc"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--base {base}: not the JSON of a `jaxadapt eval --json` run ({e})") from None
+    for key in ("seq_len", "stride", "fewshot"):
+        if had.get(key) != inputs[key]:
+            raise UserError(f"--base {base}: scored with {key}={had.get(key)}, this eval uses {inputs[key]}")
+    for kind in ("corpora", "tasks"):
+        for name, fp in inputs[kind].items():
+            if name not in had.get(kind, {}):
+                raise UserError(f"--base {base}: has no results for {name!r}; score the base on it too")
+            if had[kind][name] != fp:
+                raise UserError(f"--base {base}: {name!r} was scored on other text (another file, --max-bytes or "
+                                "--max-docs)")
+    out = {"model": old.get("model", str(base)), "from": str(path),
+           "bpb": {n: bpb[n] for n in inputs["corpora"]}, "mc": {n: mc[n] for n in inputs["tasks"]}}
+    if generation is not None:
+        if had.get("prompts") != inputs["prompts"] or "generation" not in old:
+            raise UserError(f"--base {base}: has no generation results for these prompts")
+        out["generation"] = old["generation"]
+    return out
 
 
 def generate_metrics(net, tokenizer, spec: str, prompts: list[str], gen: GenerationEval, batch_size: int) -> dict:

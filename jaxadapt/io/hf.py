@@ -207,6 +207,9 @@ def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dty
                         extra_files=extra_files)
 
 
+WEIGHT_FILES = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin*")  # stale if left
+
+
 def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ...], np.dtype]], produce, *,
                  dtype: str, tokenizer: Any = None, max_shard_bytes: int = MAX_SHARD_BYTES,
                  generation_config: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
@@ -216,7 +219,7 @@ def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ..
     out_dir that replaces it only once complete, so a failure at any tensor leaves no output behind.
     """
     groups = list(plan_shards(specs, max_shard_bytes))
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, replaces=WEIGHT_FILES) as tmp:
         if len(groups) == 1:
             write_safetensors(tmp / "model.safetensors", groups[0], produce)
         else:

@@ -2,19 +2,24 @@
 iterator state and the resolved config (JSON), under run_dir/checkpoints/<step>/.
 
 Orbax writes each step into a temporary directory and renames it when complete, so a process killed mid-write
-leaves no directory that `latest_step` would pick up. Saves are asynchronous: the train loop continues while
-the previous step is written. Restoring uses the abstract state with its shardings, so every device reads only
-its own shards.
+leaves no directory that `latest_step` would pick up. A step that was complete but no longer restores (a disk
+error, a truncated or deleted file) is set aside as `corrupt-STEP-TIME` and the previous step is tried. Saves are
+asynchronous: the train loop continues while the previous step is written. Restoring uses the abstract state with
+its shardings, so every device reads only its own shards.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from jaxadapt.errors import UserError
 
 
 class Checkpointer:
@@ -46,6 +51,34 @@ class Checkpointer:
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         return out["state"], out["data"], out["meta"]
 
+    def restore_latest(self, abstract_state: Any, shardings: Any) -> tuple[int, Any, dict, dict] | None:
+        """(step, state, data state, meta) of the newest step that restores, None if there is no checkpoint."""
+        steps = sorted(self.all_steps(), reverse=True)
+        for step in steps:
+            try:
+                return step, *self.restore(step, abstract_state, shardings)
+            except Exception as e:  # orbax, tensorstore and JSON errors alike: the step cannot be used
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                aside = self.set_aside(step)
+                _warn(f"checkpoint step {step} does not restore ({type(e).__name__}: {why}); moved to {aside}, "
+                      "trying the previous step")
+        if steps:
+            raise UserError(f"{self.directory}: no checkpoint restores (steps {steps} were set aside as corrupt-*); "
+                            "start the run under another name, or move them back to retry")
+        return None
+
+    def set_aside(self, step: int) -> Path:
+        """Rename a step dir to a name orbax does not read as a step; nothing is deleted."""
+        aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0:
+            (self.directory / str(step)).rename(aside)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jaxadapt set aside {step}")
+        self.manager.reload()
+        return aside
+
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
@@ -55,3 +88,8 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _warn(msg: str) -> None:
+    if jax.process_index() == 0:
+        print(f"warning: {msg}", file=sys.stderr, flush=True)

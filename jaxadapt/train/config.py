@@ -145,9 +145,16 @@ def validate(cfg: RunConfig) -> None:
     """Semantic checks that must fail before any compile (the mesh and batch split are checked with the devices)."""
     trainable_parts(cfg.train.trainable)
     t = cfg.train
-    for key in ("steps", "batch_size", "grad_accum", "seq_len"):
-        if getattr(t, key) < 1:
-            raise UserError(f"train.{key}={getattr(t, key)}: expected a positive integer")
+    positive = [(f"train.{k}", getattr(t, k)) for k in ("steps", "batch_size", "grad_accum", "seq_len", "log_every")]
+    positive += [("checkpoint.every", cfg.checkpoint.every), ("lora.rank", cfg.lora.rank)]
+    for key, value in positive:
+        if value < 1:
+            raise UserError(f"{key}={value}: expected a positive integer")
+    if cfg.checkpoint.keep < 1:
+        raise UserError(f"checkpoint.keep={cfg.checkpoint.keep}: expected at least 1 (the final step is always kept; "
+                        "0 would delete the trained weights)")
+    if t.eval_every < 0:
+        raise UserError(f"train.eval_every={t.eval_every}: expected 0 (only at the end) or a positive integer")
     for key, chunk in (("model.attention_chunk", cfg.model.attention_chunk), ("train.logits_chunk", t.logits_chunk)):
         if chunk != "auto" and (chunk < 0 or (chunk and t.seq_len % chunk)):
             raise UserError(f"{key}={chunk}: expected 0 (no chunking) or a divisor of train.seq_len={t.seq_len}")

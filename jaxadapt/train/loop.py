@@ -3,10 +3,12 @@
 runs/NAME/
   config.yaml      the resolved config (also stored in every checkpoint's meta)
   metrics.jsonl    one JSON object per logged step
-  checkpoints/     orbax steps; a restart in the same run dir resumes from the latest complete one
+  checkpoints/     orbax steps; a restart in the same run dir resumes from the newest one that restores
+  config_history.jsonl  what each resume changed (only with allow_changes), and from which step
   tensorboard/
 
-SIGTERM / SIGINT (TPU preemption, Ctrl-C) finish the current step, save, and return normally (exit 0).
+One trainer per run dir (a lock); a resume must use the recorded config (train/rundir.py). SIGTERM / SIGINT (TPU
+preemption, Ctrl-C) finish the current step, save, and return normally (exit 0).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from jaxadapt.train.loss import target_logprobs
 from jaxadapt.train.metrics import MetricsLogger
 from jaxadapt.train.partition import resolve_old_vocab
 from jaxadapt.train.modelload import architecture, load_for_training
+from jaxadapt.train.rundir import RunLock, check_resume, record_changes, truncate_metrics
 from jaxadapt.train.step import Engine, build_engine, check_batch_divides, resolve_attention_chunk, shard_batch
 
 
@@ -70,17 +73,32 @@ def run_dir_of(cfg: RunConfig) -> Path:
     return Path(cfg.runs_root) / cfg.name
 
 
-def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | None = None) -> Path:
-    """Train per `cfg`; `data`/`eval_data` default to the pipeline built from cfg.data. Returns the run dir."""
+def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | None = None,
+          allow_changes: bool = False) -> Path:
+    """Train per `cfg`; `data`/`eval_data` default to the pipeline built from cfg.data. Returns the run dir.
+
+    A run dir with checkpoints is resumed; `allow_changes` lets a resume change keys other than rundir.FIXED."""
     maybe_initialize()
     validate(cfg)
     mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     check_batch_divides(cfg, mesh)
+    rdir = run_dir_of(cfg)
+    with RunLock(rdir, active=jax.process_index() == 0):
+        return _train(cfg, mesh, rdir, data, eval_data, allow_changes)
+
+
+def _train(cfg: RunConfig, mesh, rdir: Path, data, eval_data, allow_changes: bool) -> Path:
     t = cfg.train
     parts = trainable_parts(t.trainable)
-    rdir = run_dir_of(cfg)
-    rdir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(rdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
+    latest = ckpt.latest_step()
+    try:
+        changes = check_resume(rdir, to_dict(cfg), latest, allow_changes) if latest is not None else {}
+    except UserError:
+        ckpt.close()
+        raise
     if jax.process_index() == 0:
+        record_changes(rdir, latest, changes)
         save_resolved(cfg, rdir)
 
     attention_chunk = resolve_attention_chunk(cfg, mesh, architecture(cfg.model))
@@ -98,14 +116,18 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
     if data is None:
         data, eval_data = build_data(cfg, tokenizer)
 
-    ckpt = Checkpointer(rdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     start = 0
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state, data_state, _ = ckpt.restore(latest, state, engine.state_shardings)
+    restored = ckpt.restore_latest(state, engine.state_shardings) if latest is not None else None
+    if restored is not None:
+        start, state, data_state, _ = restored
         data.set_state(data_state)
-        start = latest
-        _say(f"resumed {rdir} from step {latest}")
+        if start >= t.steps:  # restoring it verified the final checkpoint
+            ckpt.close()
+            _say(f"{rdir} already finished ({start} of train.steps={t.steps} steps); nothing to do")
+            return rdir
+        dropped = truncate_metrics(rdir, start) if jax.process_index() == 0 else 0
+        _say(f"resumed {rdir} from step {start}" + (f" (dropped {dropped} metrics rows logged after it)"
+                                                       if dropped else ""))
 
     logger = MetricsLogger(rdir, cfg.logging.tensorboard, cfg.logging.wandb_project, to_dict(cfg), t.steps)
     flops_per_token = train_flops_per_token(engine.model_config, t.seq_len, engine.trainable_matmul_params(state))

@@ -14,17 +14,18 @@ from collections.abc import Callable, Iterable
 from itertools import pairwise
 
 
-def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, taken: set[str],
+def continue_bpe(words: Iterable[tuple[tuple[str, ...], float]], n_merges: int, taken: set[str],
                  allowed: Callable[[str, str], bool] = lambda a, b: True,
                  min_count: int = 2) -> list[tuple[str, str]]:
     """Up to n_merges merges (a, b), most frequent adjacent pair first (ties: the smaller pair).
 
-    words: (segmentation, count) pairs. A pair is merged only if a+b is not in `taken` and allowed(a, b). Stops
-    early when no pair occurs min_count times.
+    words: (segmentation, weight) pairs; a weight is a count, or negative for a word of text the merges should
+    leave alone (a pair's score is then its target count less its weighted use there). A pair is merged only if
+    a+b is not in `taken` and allowed(a, b). Stops early when no pair scores min_count.
     """
     segs: list[list[str]] = []
-    freqs: list[int] = []
-    pair_count: dict[tuple[str, str], int] = defaultdict(int)
+    freqs: list[float] = []
+    pair_count: dict[tuple[str, str], float] = defaultdict(float)
     where: dict[tuple[str, str], set[int]] = defaultdict(set)
     for seg, n in words:
         if len(seg) < 2:
@@ -35,7 +36,7 @@ def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, ta
         for p in pairwise(seg):
             pair_count[p] += n
             where[p].add(i)
-    heap = [(-c, p) for p, c in pair_count.items()]
+    heap = [(-c, p) for p, c in pair_count.items() if c > 0]
     heapq.heapify(heap)
     taken = set(taken)
     merges: list[tuple[str, str]] = []
@@ -51,7 +52,7 @@ def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, ta
             continue
         merges.append(pair)
         taken.add(a + b)
-        changed: dict[tuple[str, str], int] = defaultdict(int)
+        changed: dict[tuple[str, str], float] = defaultdict(float)
         for i in where.pop(pair):
             old = segs[i]
             new = _merge(old, a, b)
@@ -67,10 +68,8 @@ def continue_bpe(words: Iterable[tuple[tuple[str, ...], int]], n_merges: int, ta
         for p, delta in changed.items():
             if delta:
                 pair_count[p] += delta
-                if pair_count[p] > 0:
+                if pair_count[p] > 0:  # at or below zero it stays counted: later merges move it
                     heapq.heappush(heap, (-pair_count[p], p))
-                else:
-                    del pair_count[p]
     return merges
 
 

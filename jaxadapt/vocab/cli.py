@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 
 from jaxadapt.errors import UserError
+from jaxadapt.io.atomic import check_output
+from jaxadapt.options import OVERWRITE
 
 tokenizer_app = typer.Typer(no_args_is_help=True, add_completion=False,
                             help="Train, extend and measure tokenizers for a target language.")
@@ -34,11 +36,13 @@ def train_cmd(
     special_token: list[str] | None = typer.Option(None, "--special-token",
                                                       help="A special token (repeat); default per kind."),
     max_mb: float | None = MAX_MB,
+    overwrite: bool = OVERWRITE,
 ):
     """Train a new tokenizer from scratch on target-language text."""
     from jaxadapt.vocab.tokdir import write_tokenizer_dir
     from jaxadapt.vocab.train import train
 
+    check_output(out, corpus, overwrite)
     tok, config = train(_texts(corpus, max_mb), vocab_size, kind, split_digits, special_token or None)
     origin = {"mode": "train", "kind": kind, "vocab_size": vocab_size, "split_digits": split_digits,
               "corpus": [str(c) for c in corpus]}
@@ -60,7 +64,14 @@ def extend_cmd(
     vocab_size: int | None = typer.Option(None, "--vocab-size",
                                              help="--replace: the new size; --optimize: the final size "
                                                   "(default: the base's)."),
+    protect: list[Path] = typer.Option([], "--protect",
+                                       help="Text of a language the new merges should leave alone (e.g. a related "
+                                            "language the model is not trained on); repeat for more."),
+    protect_weight: float = typer.Option(1.0, "--protect-weight",
+                                         help="How strongly --protect text vetoes a merge (1: a merge is learned "
+                                              "only if the target uses it more, per byte, than the protected text)."),
     max_mb: float | None = MAX_MB,
+    overwrite: bool = OVERWRITE,
 ):
     """Extend a tokenizer with target-language tokens, keeping every old id (or --replace / --optimize it)."""
     from jaxadapt.vocab.extend import extend
@@ -74,6 +85,9 @@ def extend_cmd(
         raise UserError("--replace needs --vocab-size (the size of the new vocabulary)")
     if not replace and optimize is None and add is None:
         raise UserError("--add N is required (or --replace / --optimize)")
+    if protect and (replace or optimize is not None):
+        raise UserError("--protect applies to extension only, not to --replace / --optimize")
+    check_output(out, [base, *corpus, *protect], overwrite)
     base_tok = read_tokenizer(base)
     texts = _texts(corpus, max_mb)
     origin = {"base": str(base), "base_fingerprint": base_tok.fingerprint(), "base_vocab_size": base_tok.size,
@@ -85,8 +99,10 @@ def extend_cmd(
         new = optimize_vocab(base_tok, texts, optimize, vocab_size)
         origin.update(mode="optimize", keep_fraction=optimize, vocab_size=new.size)
     else:
-        new = extend(base_tok, texts, add, merge_priority)
+        new = extend(base_tok, texts, add, merge_priority, _texts(protect, max_mb) if protect else [], protect_weight)
         origin.update(mode="extend", added=add, merge_priority=merge_priority)
+        if protect:
+            origin.update(protect=[str(p) for p in protect], protect_weight=protect_weight)
     write_tokenizer_dir(out, new, origin)
     typer.echo(f"wrote {out} ({base_tok.size} -> {new.size} tokens)")
 
@@ -127,10 +143,12 @@ def adapt_cmd(
     pad_to: int = typer.Option(128, "--pad-to", help="Pad the vocabulary to a multiple of this."),
     seed: int = typer.Option(0, help="Seed of --init random."),
     dtype: str | None = typer.Option(None, help="Parameter dtype written (default: the model's)."),
+    overwrite: bool = OVERWRITE,
 ):
     """Build embeddings (and an untied LM head) for a new tokenizer's vocabulary; old tokens keep their rows."""
     from jaxadapt.vocab.adapt import ADAPTATION_FILE, adapt
 
+    check_output(out, [model, tokenizer, old_tokenizer], overwrite)
     path = adapt(model, tokenizer, init, out, old_tokenizer=old_tokenizer, pad_to=pad_to, seed=seed, dtype=dtype)
     record = json.loads((path / ADAPTATION_FILE).read_text())
     typer.echo(f"wrote {path} (vocab {record['old_vocab_size']} -> {record['new_vocab_size']}, padded to "

@@ -1,8 +1,8 @@
 """Read the text corpora that tokenizers are trained, extended and measured on.
 
 Formats by file name: `.jsonl` / `.ndjson` (one JSON object per line with a string `text` field; each is a document)
-or plain text (each non-empty line is a document), either optionally `.gz`. A corpus that is missing or holds no
-text is an error before any work starts.
+or plain text (each non-empty line is a document), either optionally `.gz`; or `debian:LANG`, a cached Debian
+corpus. A corpus that is missing or holds no text is an error before any work starts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ class CorpusError(UserError):
 
 def read_corpus(path, max_bytes: int | None = None) -> list[str]:
     """The documents of one corpus file, in order, at most about `max_bytes` of UTF-8 text."""
+    if str(path).startswith("debian:"):
+        from jaxadapt.data.split import corpus_path
+
+        path = corpus_path(str(path))
     p = Path(path)
     if not p.is_file():
         raise CorpusError(f"corpus {p}: no such file")

@@ -4,6 +4,12 @@ Low priority (Tejaswi et al.): merges are learned on top of the base's own segme
 after the old merges, so each fires exactly where it was counted. High priority (LEP's Llama-3 extension): a fresh
 BPE is trained from characters and its merges go before the old ones; the old tokens it reaches keep their ids.
 SentencePiece-style bases with byte fallback first gain the frequent characters they lacked (else those stay bytes).
+
+Protected text (low priority only): every new merge also fires on other languages of the same script, and a language
+the model is never trained on then meets tokens whose embeddings learn only target-language contexts (German
+words split with Dutch merges). With protected corpora, a pair is ranked by its target count less `protect_weight`
+times its count in the protected text scaled to the target's size, so merges the protected languages use as much
+as the target are not learned.
 """
 
 from __future__ import annotations
@@ -20,16 +26,24 @@ from jaxadapt.vocab.words import word_counts
 PRIORITIES = ("low", "high")
 
 
-def extend(base: TokenizerDir, texts: list[str], add: int, priority: str = "low") -> TokenizerDir:
-    """base plus `add` new tokens (ids base.size, base.size+1, ...) and the merges that produce them."""
+def extend(base: TokenizerDir, texts: list[str], add: int, priority: str = "low", protect: list[str] = (),
+           protect_weight: float = 1.0) -> TokenizerDir:
+    """base plus `add` new tokens (ids base.size, base.size+1, ...) and the merges that produce them.
+
+    protect: texts of languages whose segmentation the new merges should leave alone (see the module doc)."""
     how = require_bpe(base, "extend")
     if priority not in PRIORITIES:
         raise UserError(f"merge priority {priority!r}: expected one of {PRIORITIES}")
     if add < 1:
         raise UserError(f"--add {add}: expected a positive number of new tokens")
+    if protect and priority != "low":
+        raise UserError("--protect works with --merge-priority low only (high-priority merges come from a fresh "
+                        "BPE trained from characters)")
+    if protect_weight <= 0:
+        raise UserError(f"--protect-weight {protect_weight}: expected a positive number")
     words = word_counts(base, texts)
     if priority == "low":
-        new_tokens, merges = _learn_low(base, words, add)
+        new_tokens, merges = _learn_low(base, words, add, _penalties(base, texts, protect, protect_weight))
     else:
         new_tokens, merges = _learn_high(base, words, add, alphabet(words, how))
     if len(new_tokens) < add:
@@ -48,7 +62,18 @@ def extend(base: TokenizerDir, texts: list[str], add: int, priority: str = "low"
     return out
 
 
-def _learn_low(base: TokenizerDir, words: Counter, add: int):
+def _penalties(base: TokenizerDir, texts: list[str], protect: list[str], weight: float) -> dict[str, float]:
+    """word -> negative weight: its protected count, scaled so both corpora weigh as if they were the same size."""
+    if not protect:
+        return {}
+    size = sum(len(t.encode()) for t in protect)
+    if size == 0:
+        raise UserError("the protected corpora hold no text")
+    scale = weight * sum(len(t.encode()) for t in texts) / size
+    return {w: -scale * n for w, n in word_counts(base, protect).items()}
+
+
+def _learn_low(base: TokenizerDir, words: Counter, add: int, penalties: dict[str, float]):
     chars = _new_chars(base, words)[:add]
     seg = base
     if chars:  # segment with the new characters in place, so merges can build on them
@@ -61,7 +86,10 @@ def _learn_low(base: TokenizerDir, words: Counter, add: int):
     def allowed(a: str, b: str) -> bool:  # bytes standing in for unknown characters never merge
         return not (BYTE_TOKEN.fullmatch(a) or BYTE_TOKEN.fullmatch(b) or unk in (a, b))
 
-    segs = ((tuple(t.value for t in model.tokenize(w)), n) for w, n in words.items())
+    weights = {w: float(n) for w, n in words.items()}
+    for w, p in penalties.items():
+        weights[w] = weights.get(w, 0.0) + p
+    segs = ((tuple(t.value for t in model.tokenize(w)), n) for w, n in weights.items())
     learned = continue_bpe(segs, add - len(chars), set(seg.vocab), allowed)
     return chars + [a + b for a, b in learned], base.merges + learned
 

@@ -187,7 +187,9 @@ def read_mapping(path, old: TokenizerDir, new: TokenizerDir) -> dict[str, list[t
         for o, w in entry.items():
             if o not in old.vocab:
                 raise UserError(f"mapping {p}: {tok!r} -> {o!r} is not a token of the old tokenizer")
-            if not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise UserError(f"mapping {p}: {tok!r} -> {o!r} has weight {w!r}, expected a finite number")
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise UserError(f"mapping {p}: {tok!r} -> {o!r} has weight {w!r}, expected a finite number >= 0")
+        if not sum(entry.values()) > 0:
+            raise UserError(f"mapping {p}: {tok!r} has weights that sum to 0, which would make its row all zeros")
         out[tok] = [(o, float(w)) for o, w in entry.items()]
     return out

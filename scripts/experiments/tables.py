@@ -79,15 +79,14 @@ RETENTION = ("nl", "nl-ood", "en", "en-ood", "ru-ood", "de-ood")
 
 def retention(stages: Path) -> list[str]:
     lines = ["(f)", "", "| model | " + " | ".join(RETENTION) + " |", "|---|" + "---|" * len(RETENTION)]
-    first = next((_load(stages / s / "results.json") for s in ("step0", "after_all")
-                  if _load(stages / s / "results.json")), None)
-    if first is not None:
-        lines.append("| original SmolLM2 | " + " | ".join(f"{first['base']['bpb'][c]['bpb']:.3f}" for c in RETENTION)
-                     + " |")
-    for label, stage in (("+2K mean init, step 0", "step0"), ("all rows, lr 1e-3", "after_all"),
-                         ("seen rows", "after_seen"), ("seen, LoRA and old rows x0.3", "after_seen_slow"),
-                         ("seen, LoRA x0.3, old rows x0.1, 25% replay", "after_replay"),
-                         ("seen, LoRA and old rows x0.1, 25% replay", "after_chosen")):
+    base = _load(stages / "base" / "results.json")
+    lines.append("| original SmolLM2 | " + " | ".join(
+        "missing" if base is None else f"{base['bpb'][c]['bpb']:.3f}" for c in RETENTION) + " |")
+    for label, stage in (("+2K mean init, step 0", "step0"), ("+2K protected (German), step 0", "step0_protected"),
+                         ("all rows, lr 1e-3, 10% replay (old quickstart)", "after_all"),
+                         ("seen, LoRA and old rows x0.1, 25% replay (quickstart)", "after_chosen"),
+                         ("the same, German-protected tokens", "after_protected"),
+                         ("the same, original vocabulary", "after_original")):
         r = _load(stages / stage / "results.json")
         if r is None:
             lines.append(f"| {label} | " + " | ".join("missing" for _ in RETENTION) + " |")

@@ -55,7 +55,7 @@ def test_missing_apt_lists_say_run_apt_get_update(tmp_path, monkeypatch):
 
 
 def test_unknown_language():
-    with pytest.raises(UserError, match="unknown language 'fr'; choose one of nl, en, ru, nl-eval"):
+    with pytest.raises(UserError, match="unknown language 'fr'; choose one of nl, en, ru, de, nl-eval"):
         fetch("fr", "unused")
 
 

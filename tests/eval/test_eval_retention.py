@@ -87,11 +87,30 @@ def test_retention_end_to_end(lm, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "damaged.json: REGRESSED: nl" in out and err.strip().startswith("check failed:")
     assert len(err.strip().splitlines()) == 1
-    assert main(["report", str(tmp_path / "same.json"), "--out", str(report), "--check"]) == 0
-    assert main(["report", str(tmp_path / "damaged.json"), str(tmp_path / "same.json"), "--out", str(report)]) == 0
+    assert main(["report", str(tmp_path / "same.json"), "--out", str(report), "--check", "--overwrite"]) == 0
+    assert main(["report", str(tmp_path / "damaged.json"), str(tmp_path / "same.json"), "--out", str(report),
+                 "--overwrite"]) == 0
     md = (report / "README.md").read_text()
     assert "## Retention (base vs adapted)" in md and "| corpus | role | base bpb | adapted bpb | change % | flag |" in md
     assert "| en | source |" in md and "REGRESSED |" in md and "| +0.00 | ok |" in md
+
+
+def test_base_scored_once_and_reused_from_its_json(lm, tmp_path, capsys):
+    root, good, _, damaged = lm
+    base_json, direct, reused = tmp_path / "base.json", tmp_path / "direct.json", tmp_path / "reused.json"
+    assert main(["eval", str(good), *roles_args(root), "--json", str(base_json)]) == 0
+    assert main(["eval", str(damaged), *roles_args(root), "--base", str(good), "--json", str(direct)]) == 0
+    assert main(["eval", str(damaged), *roles_args(root), "--base", str(base_json), "--json", str(reused)]) == 0
+    direct, reused = json.loads(direct.read_text()), json.loads(reused.read_text())
+    assert reused["retention"] == direct["retention"] and reused["base"]["from"] == str(base_json)
+    assert reused["base"]["bpb"] == direct["base"]["bpb"] and reused["base"]["model"] == str(good)
+    capsys.readouterr()
+    for args, message in ((["--max-bytes", "700"], "'nl' was scored on other text"),
+                          (["--seq-len", "16"], "scored with seq_len=32, this eval uses 16"),
+                          (["--bpb", f"de={root / 'nl.jsonl'}"], "has no results for 'de'")):
+        assert main(["eval", str(damaged), *roles_args(root), *args, "--base", str(base_json)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_generation_metrics(lm, tmp_path):

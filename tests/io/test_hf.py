@@ -76,14 +76,22 @@ def test_load_on_a_mesh_places_each_parameter_and_keeps_logits(hf_dir):
     assert np.abs(got - want).max() <= 1e-4
 
 
-def test_save_replaces_an_existing_dir_atomically(hf_dir, tmp_path):
+def test_save_into_an_existing_dir_keeps_the_users_files(hf_dir, tmp_path):
+    """Writing into an existing dir replaces only what the write produces, and weight files of another sharding."""
     src, _ = hf_dir("llama_mqa")
+    model = load_pretrained(src)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("old")
-    save_pretrained(load_pretrained(src), out)
-    assert not (out / "stale.txt").exists() and (out / "model.safetensors").exists()
+    save_pretrained(model, out, max_shard_bytes=20_000)
+    shards = sorted(p.name for p in out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "data").mkdir()
+    save_pretrained(model, out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "data", "generation_config.json",
+                                                     "model.safetensors", "notes.txt"]
+    assert (out / "notes.txt").read_text() == "mine"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
 
 
 # ------------------------------------------------------------------------------------------- bad input

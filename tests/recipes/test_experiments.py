@@ -35,6 +35,8 @@ def overrides(name: str, root: Path, model: Path) -> list[str]:
             out.append(f"stages.{st.name}.config.vocab_size=300")
         elif st.kind == "tokenizer_extend" and isinstance(st.config.get("add"), int):  # (a): 1K/5K/20K -> 10/20/40
             out.append(f"stages.{st.name}.config.add={st.config['add'] // 500}")
+        if st.config.get("protect"):  # (f): German text of the tiny world
+            out.append(f"stages.{st.name}.config.protect=[{root / 'ru.jsonl'}]")
     if "add" in recipe.vars:
         out += ["vars.add=20", "vars.steps=2", "vars.eval_docs=2"]
     return out

@@ -15,7 +15,7 @@ from jaxadapt.errors import UserError
 from jaxadapt.io.hf import load_pretrained, save_pretrained
 from jaxadapt.model import init_model
 from jaxadapt.sharding import make_mesh, path_str
-from jaxadapt.train.config import LoraConfig, ModelSection, TrainConfig, validate
+from jaxadapt.train.config import CheckpointConfig, LoraConfig, ModelSection, TrainConfig, validate
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
 from jaxadapt.train.step import build_engine, check_batch_divides, shard_batch
 
@@ -158,6 +158,11 @@ def test_lora_merge_and_peft_export_match(tmp_path, hf_dir):
      "model.attention_chunk=48: expected 0 (no chunking) or a divisor of train.seq_len=1024"),
     (dict(train=TrainConfig(objective="dpo"), data=DataConfig(sources=(SourceConfig("x", ("x.jsonl",)),))),
      "train.objective='dpo' needs data.task='dpo', got data.task='pretrain'"),
+    (dict(lora=LoraConfig(rank=0)), "lora.rank=0: expected a positive integer"),
+    (dict(train=TrainConfig(log_every=0)), "train.log_every=0: expected a positive integer"),
+    (dict(train=TrainConfig(eval_every=-1)), "train.eval_every=-1: expected 0"),
+    (dict(checkpoint=CheckpointConfig(every=0)), "checkpoint.every=0: expected a positive integer"),
+    (dict(checkpoint=CheckpointConfig(keep=0)), "checkpoint.keep=0: expected at least 1"),
 ])
 def test_bad_config_values_fail_before_compiling(change, message):
     with pytest.raises(UserError) as e:

@@ -44,6 +44,8 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_losses(setup):
     assert "resumed" in again.stderr
     resumed = logged_losses(run)
     assert sorted(resumed) == list(range(1, 13))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13)), "no row of a repeated step twice"
     for step in range(1, 13):
         assert resumed[step] == reference[step], (step, resumed[step], reference[step])
 

@@ -36,6 +36,13 @@ def english():
 
 
 @pytest.fixture(scope="session")
+def german():
+    """(protect, held_out): disjoint German documents (LibreOffice help), for the protected extension."""
+    docs = _docs("de")
+    return docs[:2000], docs[-300:]
+
+
+@pytest.fixture(scope="session")
 def smollm2_tok_dir():
     from jaxadapt.assets import smollm2_dir
 

@@ -65,6 +65,10 @@ def test_vocab_size_below_alphabet(tiny, tmp_path, capsys):
                    "--out", out], "yields only")
     fails(capsys, ["tokenizer", "extend", "--base", str(model_dir), "--corpus", str(corpus), "--optimize", "1.5",
                    "--out", out], "--optimize 1.5")
+    protect = ["tokenizer", "extend", "--base", str(model_dir), "--corpus", str(corpus), "--protect", str(corpus)]
+    fails(capsys, protect + ["--add", "5", "--merge-priority", "high", "--out", out], "--protect", "low")
+    fails(capsys, protect + ["--add", "5", "--protect-weight", "0", "--out", out], "--protect-weight 0")
+    fails(capsys, protect + ["--replace", "--vocab-size", "400", "--out", out], "--protect", "extension only")
 
 
 def test_tokenizer_without_tokenizer_json(tiny, tmp_path, capsys):

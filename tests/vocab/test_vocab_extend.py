@@ -53,6 +53,34 @@ def test_smollm2_extension_keeps_ids_and_compresses_dutch(smollm2_tok_dir, smoll
     assert abs(en1 / en0 - 1) < 0.05 and abs(en5 / en0 - 1) < 0.06, "English barely changes"
 
 
+def test_protected_extension_leaves_german_alone(smollm2_tok_dir, smollm2_ext, dutch, german, tmp_path):
+    """Dutch merges also split German words; protecting German keeps its segmentation close to the base's while
+    Dutch still compresses as much (measured: German tokens/byte +1.6% unprotected, +0.2% protected)."""
+    import json
+
+    from jaxadapt.cli import main
+
+    base = read_tokenizer(smollm2_tok_dir)
+    nl_held, de_held = dutch[1][:150], german[1][:150]
+    rate = lambda tok, texts: corpus_stats(tok, texts).tokens_per_byte  # noqa: E731
+    plain = read_tokenizer(smollm2_ext[1000])
+    corpus, protect = tmp_path / "nl.jsonl", tmp_path / "de.jsonl"
+    for path, docs in ((corpus, dutch[0]), (protect, german[0])):
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = tmp_path / "protected"
+    assert main(["tokenizer", "extend", "--base", str(smollm2_tok_dir), "--corpus", str(corpus), "--add", "1000",
+                 "--protect", str(protect), "--out", str(out)]) == 0
+    origin = json.loads((out / "jaxadapt_tokenizer.json").read_text())
+    assert origin["protect"] == [str(protect)] and origin["protect_weight"] == 1.0
+    guarded = read_tokenizer(out)
+    assert guarded.vocab == {**guarded.vocab, **base.vocab}, "old ids kept"
+    de0, de_plain, de_guarded = rate(base, de_held), rate(plain, de_held), rate(guarded, de_held)
+    assert 1 - de_plain / de0 > 3 * (1 - de_guarded / de0), "German changes far less with protection"
+    assert rate(guarded, nl_held) < 1.03 * rate(plain, nl_held), "Dutch compresses about as well"
+    strong = extend(base, dutch[0], 1000, protect=german[0], protect_weight=4.0)
+    assert rate(strong, de_held) >= rate(guarded, de_held), "a heavier weight protects at least as much"
+
+
 def test_sentencepiece_extension_low_and_high(mistral_dir, dutch, tmp_path):
     base = read_tokenizer(mistral_dir)
     old = AutoTokenizer.from_pretrained(mistral_dir)

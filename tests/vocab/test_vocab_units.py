@@ -27,6 +27,18 @@ def test_continue_bpe_counts_from_the_given_segmentation():
     assert continue_bpe([(("a", "b"), 9), (("c", "d"), 1)], 5, taken={"a", "b", "c", "d", "ab"}) == []
 
 
+def test_continue_bpe_protected_words_veto_shared_pairs():
+    taken = {"d", "e", "r", "a", "s", "t", "o"}
+    target = [(("d", "e"), 10), (("a", "s"), 6), (("t", "o"), 3)]
+    # (d, e) is the target's most frequent pair, but protected text uses it as much: it is ranked last or dropped
+    assert continue_bpe(target, 3, taken) == [("d", "e"), ("a", "s"), ("t", "o")]
+    assert continue_bpe(target + [(("d", "e", "r"), -9.0)], 3, taken) == [("a", "s"), ("t", "o")]
+    assert continue_bpe(target + [(("d", "e", "r"), -5.0)], 3, taken) == [("a", "s"), ("d", "e"), ("t", "o")]
+    # a pair that goes below zero keeps its count: merging the protected word elsewhere lifts it back
+    words = [(("d", "e"), 4), (("r", "d", "e"), -5.0), (("r", "d"), 7)]
+    assert continue_bpe(words, 2, taken) == [("r", "d"), ("d", "e")]
+
+
 def test_surface_bytes_round_trip():
     assert token_bytes("Ġwereld", BYTE_LEVEL) == b" wereld"
     assert token_bytes("â̦", BYTE_LEVEL) != b""
@@ -84,9 +96,11 @@ def test_mapping_file(toy, tmp_path):
     assert np.allclose(t.apply(emb)[new.vocab["▁katten"]],
                        0.25 * emb[old.vocab["Ġde"]] + 0.75 * emb[old.vocab["Ġkat"]])
     assert t.kinds[new.vocab["▁honden"]] == "mean", "tokens the file does not name fall back to mean"
-    f.write_text(json.dumps({"▁katten": {"Ġde": "x"}}))
-    with pytest.raises(UserError, match="weight 'x'"):
-        read_mapping(f, old, new)
+    for entry, message in (({"Ġde": "x"}, "weight 'x'"), ({"Ġde": -0.5}, "weight -0.5, expected a finite number >= 0"),
+                           ({"Ġde": 0, "Ġkat": 0.0}, "sum to 0")):
+        f.write_text(json.dumps({"▁katten": entry}))
+        with pytest.raises(UserError, match=message):
+            read_mapping(f, old, new)
 
 
 def test_extend_base_with_added_tokens_beyond_the_model_vocabulary(tmp_path):

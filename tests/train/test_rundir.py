@@ -1,0 +1,108 @@
+"""A run dir is never lost or mixed up: one trainer at a time, resume only with the recorded config, corrupt
+checkpoints set aside (not deleted) with a fallback to the previous step, no duplicate metrics rows, and a finished
+run left alone. The real CLI, on the tiny model of conftest.py."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from trainhelpers import logged_losses, train_command
+
+from jaxadapt.cli import main
+from jaxadapt.train.rundir import RunLock, truncate_metrics
+
+
+@pytest.fixture(scope="module")
+def six_steps(setup):
+    """A finished 6-step run with checkpoints at 3 and 6, kept pristine: tests work on copies."""
+    done = subprocess.run(train_command(setup, "six", "train.steps=6"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return setup, setup / "runs" / "six"
+
+
+def _copy(six_steps, name):
+    root, run = six_steps
+    shutil.copytree(run, root / "runs" / name)
+    return root, root / "runs" / name
+
+
+def _train(capsys, root, name, *args):
+    code = main(["train", str(root / "run.yaml"), f"name={name}", *args])
+    return code, capsys.readouterr().err
+
+
+def test_a_second_trainer_is_refused_with_the_holder(setup, capsys):
+    run = setup / "runs" / "locked"
+    with RunLock(run):
+        code, err = _train(capsys, setup, "locked")
+    assert code == 2 and "is in use by pid" in err and "wait for it" in err and len(err.strip().splitlines()) == 1
+    assert not (run / "config.yaml").exists(), "the refused trainer wrote nothing"
+    with RunLock(run):  # released when the holder leaves
+        pass
+
+
+def test_resume_refuses_another_model_and_needs_a_flag_for_other_changes(six_steps, capsys):
+    root, run = _copy(six_steps, "changed")
+    recorded = (run / "config.yaml").read_text()
+    code, err = _train(capsys, root, "changed", "train.steps=6", "lora.rank=8")
+    assert code == 2 and "lora.rank (4 -> 8)" in err and "another model or data stream" in err
+    code, err = _train(capsys, root, "changed", "train.steps=6", "optim.learning_rate=0.02")
+    assert code == 2 and "optim.learning_rate (0.01 -> 0.02)" in err and "--allow-config-change" in err
+    assert (run / "config.yaml").read_text() == recorded, "a refused resume leaves the recorded config alone"
+
+    rows = (run / "metrics.jsonl").read_text()
+    code, err = _train(capsys, root, "changed", "train.steps=6")
+    assert code == 0 and "already finished (6 of train.steps=6 steps)" in err
+    assert (run / "metrics.jsonl").read_text() == rows, "a finished run is not evaluated again"
+
+    code, err = _train(capsys, root, "changed", "train.steps=9", "--allow-config-change")
+    assert code == 0 and "resumed" in err
+    assert sorted(logged_losses(run)) == list(range(1, 10))
+    history = [json.loads(line) for line in (run / "config_history.jsonl").read_text().splitlines()]
+    assert history[0]["step"] == 6 and history[0]["changed"] == {"train.steps": {"from": 6, "to": 9}}
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["steps"] == 9
+
+
+def _truncate_array(step_dir: Path):
+    biggest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
+
+
+def _drop_meta(step_dir: Path):
+    shutil.rmtree(step_dir / "meta")
+
+
+@pytest.mark.parametrize("corrupt", [_truncate_array, _drop_meta], ids=["truncated-array", "missing-meta"])
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_step(six_steps, capsys, corrupt):
+    root, run = _copy(six_steps, f"corrupt-{corrupt.__name__}")
+    reference = logged_losses(run)
+    corrupt(run / "checkpoints" / "6")
+    code, err = _train(capsys, root, run.name, "train.steps=6")
+    assert code == 0, err[-3000:]
+    assert "checkpoint step 6 does not restore" in err and "resumed" in err and "from step 3" in err
+    aside = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("corrupt-6-")]
+    assert len(aside) == 1, "the bad step is kept aside, not deleted"
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6]
+    again = logged_losses(run)
+    assert again == reference, "steps 4-6 retrained from step 3 give the same losses"
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)), "no duplicate metrics rows"
+
+
+def test_no_restorable_checkpoint_is_one_clear_error(six_steps, capsys):
+    root, run = _copy(six_steps, "all-corrupt")
+    for step in ("3", "6"):
+        _drop_meta(run / "checkpoints" / step)
+    code, err = _train(capsys, root, run.name, "train.steps=6")
+    assert code == 2 and "no checkpoint restores" in err.strip().splitlines()[-1]
+
+
+def test_metrics_rows_after_the_restored_step_are_dropped(tmp_path):
+    rows = [{"step": s, "loss": 1.0} for s in (1, 2, 3, 4, 5)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')
+    assert truncate_metrics(tmp_path, 3) == 3
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
