@@ -23,13 +23,15 @@ from jaxadapt.errors import UserError
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: Path, keep: int = 3, async_save: bool = True, writer: bool = True):
+        """writer=False (export, eval): no directory is created and no leftover temporary step is cleaned up, so
+        reading a run changes nothing in it and leaves no background thread behind."""
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
             preservation_policy=pp.LatestN(keep),
             enable_async_checkpointing=async_save,
-            create=True,
-            cleanup_tmp_directories=True,
+            create=writer,
+            cleanup_tmp_directories=writer,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
 

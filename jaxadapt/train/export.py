@@ -24,13 +24,15 @@ def restore_model(run_dir, step: int | None = None):
     if not cfg_file.exists():
         raise UserError(f"{run_dir}: not a run dir (no config.yaml)")
     cfg = load_config(RunConfig, cfg_file)
-    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
-    steps = ckpt.all_steps()
-    if not steps:
+    if not (run_dir / "checkpoints").is_dir():
         raise UserError(f"{run_dir / 'checkpoints'}: no complete checkpoint")
+    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False, writer=False)
+    steps = ckpt.all_steps()
+    if not steps or (step is not None and step not in steps):
+        ckpt.close()
+        raise UserError(f"{run_dir / 'checkpoints'}: " + (f"no checkpoint for step {step} (have {steps})" if steps
+                                                           else "no complete checkpoint"))
     step = steps[-1] if step is None else step
-    if step not in steps:
-        raise UserError(f"{run_dir / 'checkpoints'}: no checkpoint for step {step} (have {steps})")
     mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype)
     model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=cfg.train.seed)

@@ -101,6 +101,18 @@ def test_no_restorable_checkpoint_is_one_clear_error(six_steps, capsys):
     assert code == 2 and "no checkpoint restores" in err.strip().splitlines()[-1]
 
 
+def test_export_of_a_run_without_checkpoints_is_one_clear_error(six_steps, capsys, tmp_path):
+    root, run = _copy(six_steps, "no-checkpoints")
+    shutil.rmtree(run / "checkpoints")
+    assert main(["export", str(run), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("checkpoints: no complete checkpoint") and len(err.splitlines()) == 1
+    assert not (run / "checkpoints").exists(), "reading a run creates nothing in it"
+    (run / "checkpoints").mkdir()
+    assert main(["export", str(run), str(tmp_path / "hf"), "--step", "5"]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+
+
 def test_metrics_rows_after_the_restored_step_are_dropped(tmp_path):
     rows = [{"step": s, "loss": 1.0} for s in (1, 2, 3, 4, 5)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')
