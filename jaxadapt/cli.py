@@ -209,18 +209,20 @@ def report(
     overwrite: bool = OVERWRITE,
 ):
     """A Markdown report with loss / bpb plots and a comparison table of the runs, and the retention of evals."""
-    from jaxadapt.eval.report import write_report
+    from jaxadapt.eval.report import load_inputs, write_report
     from jaxadapt.eval.retention import summary
 
     check_output(out, inputs, overwrite)
-    evals = [e for e in write_report(inputs, out) if e.retention]
+    runs, evals = load_inputs(inputs)
+    retained = [e for e in evals if e.retention]
+    if check and not retained:
+        raise UserError("--check: no input is an eval JSON with a retention block (jaxadapt eval --base ... --json)")
+    write_report(runs, evals, out)
     typer.echo(f"wrote {out}")
-    for e in evals:
+    for e in retained:
         typer.echo(f"retention {e.name}: {summary(e.retention)}")
     if check:
-        if not evals:
-            raise UserError("--check: no input is an eval JSON with a retention block (jaxadapt eval --base ... --json)")
-        flagged = [f"{e.name}: {', '.join(e.retention['flagged'])}" for e in evals if e.retention["flagged"]]
+        flagged = [f"{e.name}: {', '.join(e.retention['flagged'])}" for e in retained if e.retention["flagged"]]
         if flagged:
             raise CheckFailed(f"report --check: regressed corpora in {'; '.join(flagged)}")
 

@@ -260,17 +260,16 @@ def _cut_at_stop(text: str, stop) -> str:
 
 def load_for_generation(spec: str):
     """(model, tokenizer, eos ids) from an HF dir, hub id, .gguf, 'smollm2', or a jaxadapt run dir (LoRA applied)."""
-    from transformers import AutoTokenizer
-
-    from jaxadapt.io.hf import load_pretrained
+    from jaxadapt.io.hf import load_pretrained, load_tokenizer
     from jaxadapt.predict import model_dir
 
     if (Path(spec) / "config.yaml").is_file():
         from jaxadapt.train.export import restore_model
+        from jaxadapt.train.modelload import checkpoint_dir
 
         model, cfg, tokenizer, _ = restore_model(spec)
-        base = Path(cfg.model.path)
-        return model, tokenizer, eos_ids_of(model.config, base if base.is_dir() else None)
+        return model, tokenizer, eos_ids_of(model.config, checkpoint_dir(cfg.model.path))
     d = model_dir(spec)
+    tokenizer = load_tokenizer(d)
     model = load_pretrained(d)
-    return model, AutoTokenizer.from_pretrained(str(d)), eos_ids_of(model.config, d)
+    return model, tokenizer, eos_ids_of(model.config, d)

@@ -25,16 +25,12 @@ def model_dir(model_spec: str) -> Path:
 
 def top_next_tokens(model_spec: str, text: str, k: int = 5) -> list[tuple[str, float]]:
     """The k most likely next tokens after `text` (decoded strings) with their softmax probabilities."""
-    from transformers import AutoTokenizer
-
-    from jaxadapt.io.hf import TOKENIZER_FILES, load_pretrained
+    from jaxadapt.io.hf import load_pretrained, load_tokenizer
 
     if k < 1:
         raise UserError(f"top_k={k}; expected at least 1")
     d = model_dir(model_spec)
-    if not any((d / f).exists() for f in TOKENIZER_FILES):
-        raise UserError(f"{d}: no tokenizer files (expected one of {TOKENIZER_FILES})")
-    tokenizer = AutoTokenizer.from_pretrained(str(d))
+    tokenizer = load_tokenizer(d)
     ids = tokenizer(text)["input_ids"]
     if not ids:
         raise UserError(f"text={text!r} encodes to no tokens")

@@ -49,23 +49,26 @@ class QuickstartConfig:
     embedding_updates: Literal["all", "seen"] = "seen"
     old_rows_lr_scale: float = 0.1
     lora_lr_scale: float = 0.1
-    eval_docs: int = 10
+    eval_docs: int = 10  # held-out documents per training-domain corpus (never trained on, never learned from)
     eval_seq_len: int = 256
-    # Retention: text of other domains than the training corpus, scored on its first `ood_bytes` bytes.
+    eval_bytes: int = 16000  # every evaluation corpus is scored on its first eval_bytes bytes
+    # Retention: text of other domains than the training corpus.
     ood_target: str = "debian:nl-eval"
     ood_source: str = "debian:en-eval"
     ood_other: tuple[str, ...] = ("debian:ru-eval", "debian:de-eval")
-    ood_bytes: int = 16000
     threshold: float = 2.0  # percent: a corpus whose bits per byte rose more than this is flagged
     prompt: str = "Schrijf een korte zin over Amsterdam."
     max_new_tokens: int = 40
 
 
-def _split(path: Path, fraction: float, eval_docs: int, out: Path) -> tuple[list[str], list[str]]:
-    """Write the first `eval_docs` held-out documents to `out` (JSONL); return (training texts, held-out texts)."""
+def _split(path: Path, fraction: float, eval_docs: int, max_bytes: int, out: Path) -> tuple[list[str], list[str]]:
+    """Write the first `eval_docs` held-out documents, cut at `max_bytes`, to `out` (JSONL); return (training texts,
+    held-out texts)."""
     from jaxadapt.data.split import read_texts, split_texts, write_jsonl
+    from jaxadapt.eval.corpus import cap_bytes
 
     train, held = split_texts(read_texts(path.stem, str(path)), fraction, eval_docs)
+    held = cap_bytes(held, max_bytes)
     with atomic_file(out, encoding="utf-8") as fh:
         write_jsonl(fh, held)
     return train, held
@@ -104,8 +107,9 @@ def run(cfg: QuickstartConfig) -> dict:
     base = model_dir(cfg.model)
     target, replay = corpus_path(cfg.target), corpus_path(cfg.replay)
     say(f"model {base}; target corpus {target}; replay corpus {replay}")
-    train_texts, eval_target = _split(target, cfg.validation_fraction, cfg.eval_docs, out / "eval_target.jsonl")
-    _, eval_replay = _split(replay, cfg.validation_fraction, cfg.eval_docs, out / "eval_replay.jsonl")
+    train_texts, eval_target = _split(target, cfg.validation_fraction, cfg.eval_docs, cfg.eval_bytes,
+                                      out / "eval_target.jsonl")
+    _, eval_replay = _split(replay, cfg.validation_fraction, cfg.eval_docs, cfg.eval_bytes, out / "eval_replay.jsonl")
 
     tok_dir, adapted = out / "tokenizer", out / "model_adapted"
     old_tok = read_tokenizer(base)
@@ -130,7 +134,7 @@ def run(cfg: QuickstartConfig) -> dict:
     roles = dict(in_domain)
     for name, role, spec in [("target-ood", "target", cfg.ood_target), ("source-ood", "source", cfg.ood_source),
                              *((_corpus_name(o), "other", o) for o in cfg.ood_other)]:
-        roles[name] = (role, str(_sample(spec, cfg.ood_bytes, out / f"eval_{name}.jsonl")))
+        roles[name] = (role, str(_sample(spec, cfg.eval_bytes, out / f"eval_{name}.jsonl")))
     evaluate = lambda m, corpora, **kw: run_eval(  # noqa: E731
         str(m), [], [], seq_len=cfg.eval_seq_len, batch_size=4, roles=corpora, threshold=cfg.threshold, **kw)
     bpb_of = lambda res: {k: v["bpb"] for k, v in res["bpb"].items()}  # noqa: E731

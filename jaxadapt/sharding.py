@@ -3,7 +3,7 @@
 Every array leaf of the model (and of anything shaped like it: LoRA factors, optimizer moments) is matched by
 its path against PARAM_RULES; a leaf without a rule is an error, never silently replicated. Logical axes map to
 the mesh axes `data`, `fsdp`, `tensor` through LOGICAL_TO_MESH. A dimension that its mesh axes do not divide is
-left unsharded on that axis (and the choice is visible in `describe`).
+left unsharded on that axis (`spec_for` returns the choice).
 """
 
 from __future__ import annotations
@@ -93,6 +93,16 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Iterable 
     return Mesh(arr, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
 
 
+def reading_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> Mesh:
+    """The mesh a run trained on where these devices allow it, else every device on the fsdp axis (parameters
+    sharded, not replicated). A run is exported or evaluated on other hardware than it trained on, and the mesh only
+    says where the arrays live, not what they are."""
+    try:
+        return make_mesh(data, fsdp, tensor)
+    except ShardingError:
+        return make_mesh(1, -1, 1)
+
+
 def path_str(path) -> str:
     parts = []
     for k in path:
@@ -155,12 +165,6 @@ def tree_shardings(tree, mesh: Mesh):
         return NamedSharding(mesh, spec_for(path_str(path), tuple(leaf.shape), mesh))
 
     return jax.tree_util.tree_map_with_path(one, tree)
-
-
-def describe(tree, mesh: Mesh) -> dict[str, str]:
-    """path -> PartitionSpec, for logs and tests."""
-    flat = jax.tree_util.tree_flatten_with_path(tree_shardings(tree, mesh))[0]
-    return {path_str(p): str(s.spec) for p, s in flat}
 
 
 # The mesh the params are laid out on while a train step is traced (see `param_mesh`); None outside.

@@ -15,7 +15,7 @@ def test_quickstart_on_a_tiny_model(tmp_path, capsys):
             f"replay={tmp_path / 'en.jsonl'}", "add_tokens=40", "steps=6", "batch_size=8", "seq_len=32",
             "eval_docs=4", "eval_seq_len=64", "validation_fraction=0.1", "max_new_tokens=5", "learning_rate=0.01",
             "prompt=hallo", f"ood_target={tmp_path / 'nl.jsonl'}", f"ood_source={tmp_path / 'en.jsonl'}",
-            f"ood_other=[{tmp_path / 'ru.jsonl'}]", "ood_bytes=600", f"protect=[{tmp_path / 'en.jsonl'}]"]
+            f"ood_other=[{tmp_path / 'ru.jsonl'}]", "eval_bytes=600", f"protect=[{tmp_path / 'en.jsonl'}]"]
     assert main(args) == 0
     summary = json.loads((out / "quickstart.json").read_text())
     bpb = summary["bits_per_byte"]
@@ -36,8 +36,9 @@ def test_quickstart_on_a_tiny_model(tmp_path, capsys):
         ("target", "target"), ("replay", "source"), ("target-ood", "target"), ("source-ood", "source"), ("ru", "other")]
     assert all(r["base_bpb"] == bpb["original"][r["corpus"]] for r in retention["rows"])
     assert retention["flagged"] == [r["corpus"] for r in retention["rows"] if r["change_pct"] > 2.0]
-    sampled = [json.loads(line)["text"] for line in (out / "eval_ru.jsonl").read_text("utf-8").splitlines()]
-    assert 590 <= sum(len(t.encode()) for t in sampled) <= 600, "the other-domain corpora are capped at ood_bytes"
+    for corpus in ("ru", "target"):
+        sampled = [json.loads(line)["text"] for line in (out / f"eval_{corpus}.jsonl").read_text("utf-8").splitlines()]
+        assert 590 <= sum(len(t.encode()) for t in sampled) <= 600, f"{corpus}: every eval corpus is capped at eval_bytes"
     printed = capsys.readouterr().out
     assert "bits per byte" in printed and "retention: original vs trained" in printed
     # Held-out documents were never trained on (same hash as the trainer's validation split).

@@ -247,6 +247,13 @@ class _Builder:
                 return self.origins[keys[:n]]
         return self.top
 
+    def where_any(self, path: KeyPath) -> str:
+        """The files (or 'override') that set `path` or any key inside it: a check of a whole section may be about
+        any of them."""
+        keys = tuple(k for k in path if isinstance(k, str))
+        inside = {o for k, o in self.origins.items() if k[:len(keys)] == keys and len(k) > len(keys)}
+        return " or ".join(sorted(inside | {self.where(path)}))
+
     def fail(self, path: KeyPath, message: str):
         raise UserError(f"{_dotted(path)}: {message} in {self.where(path)}")
 
@@ -306,7 +313,9 @@ class _Builder:
         try:
             return tp(**kwargs)
         except ValueError as e:  # a __post_init__ check of the schema itself (UserError included)
-            raise UserError(f"{_dotted(path)}: {e} in {self.where(path)}") from None
+            prefix = f"{_dotted(path)}: "
+            message = str(e)[len(prefix):] if str(e).startswith(prefix) else str(e)
+            raise UserError(f"{prefix}{message} in {self.where_any(path)}") from None
 
     def build_union(self, tp: Any, args: tuple, value: Any, path: KeyPath, frozen: bool):
         non_null = [a for a in args if a is not type(None)]

@@ -54,7 +54,7 @@ def split(
 @data_app.command()
 def stats(
     paths: list[str] = typer.Argument(..., help="Files, directories or globs; each is reported as one source."),
-    tokenizer: str | None = typer.Option(None, help="Tokenizer dir, tokenizer.json, or 'smollm2'."),
+    tokenizer: str | None = typer.Option(None, help="Tokenizer or model dir, tokenizer.json, hub id, or 'smollm2'."),
     text_field: str = typer.Option("text", help="Field of a JSONL/Parquet/HF record that holds the text."),
     format: str = typer.Option("auto", help="auto, text, jsonl, parquet or hf."),
     doc_split: str = typer.Option("file", help="Plain text: a document per file, blank_line block or line."),
@@ -77,18 +77,20 @@ def stats(
 
 
 def _tokenizer(spec: str) -> Any:
-    """An HF fast tokenizer from a directory, a tokenizer.json file, or 'smollm2' (the real one, cached)."""
+    """An HF fast tokenizer from a directory, a tokenizer.json file, a hub id, or 'smollm2' (the real one, cached)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from jaxadapt.io.hf import resolve_local
 
     if spec == "smollm2":
         from jaxadapt.assets import smollm2_dir
 
         spec = str(smollm2_dir())
-    path = Path(spec)
+    path = resolve_local(spec)
     if path.is_file() and path.suffix == ".json":
         return PreTrainedTokenizerFast(tokenizer_file=str(path))
     if not path.is_dir():
-        raise UserError(f"tokenizer {spec!r}: expected a directory, a tokenizer.json or 'smollm2'")
+        raise UserError(f"tokenizer {spec!r}: expected a directory, a tokenizer.json, a hub id or 'smollm2'")
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:

@@ -146,8 +146,7 @@ def build_eval_batches(cfg: DataConfig, tokenizer: Any, *, seq_len: int | None =
         ds = _rows(cfg, source, tokenizer, seq_len=seq_len, role="validation", shard=(0, 1))
         batches = list(ds.batch(batch_size))
         if not batches:
-            raise UserError(f"data source {source.name!r}: no validation documents in {', '.join(source.paths)}; "
-                            f"raise validation_fraction ({cfg.validation_fraction})")
+            raise _no_validation(cfg, source)
         last = batches[-1]
         missing = batch_size - len(next(iter(last.values())))
         batches[-1] = {k: np.concatenate([v, np.zeros((missing, *v.shape[1:]), v.dtype)]) for k, v in last.items()}
@@ -155,6 +154,19 @@ def build_eval_batches(cfg: DataConfig, tokenizer: Any, *, seq_len: int | None =
         out[source.name] = [{k: v[process_index * per:(process_index + 1) * per] for k, v in b.items()}
                             for b in batches]
     return out
+
+
+def _no_validation(cfg: DataConfig, source: SourceConfig) -> UserError:
+    """Why a source yields no validation batch: it has no documents at all, or none fell in the held-out share."""
+    it = iter(Documents(source, resolve(source), role="all", validation_fraction=0.0, records=cfg.task != "pretrain",
+                        epochs=1, shuffle_files=False))
+    total = sum(1 for _ in it)
+    where = f"data source {source.name!r} ({', '.join(source.paths)})"
+    if not total:
+        return UserError(f"{where}: no documents ({it.counts['empty']} empty); expected non-blank text")
+    return UserError(f"{where}: none of its {total} documents falls in the validation share "
+                     f"(data.validation_fraction={cfg.validation_fraction}); raise it, or set it to 0 to train "
+                     "without validation")
 
 
 def _rows(cfg: DataConfig, source: SourceConfig, tokenizer: Any, *, seq_len: int, role: str,

@@ -16,16 +16,16 @@ def load_for_eval(spec: str):
 
 def model_home(spec: str) -> Path | None:
     """The HF dir a model stands on, where its generation_config.json and adaptation.json live: the model's own dir,
-    or for a run dir (or one of its checkpoints) the run's model.path; None when that is no dir (a preset)."""
+    or for a run dir (or one of its checkpoints) the run's model.path (a hub id's snapshot); None for a preset."""
     import yaml
 
     from jaxadapt.predict import model_dir
+    from jaxadapt.train.modelload import checkpoint_dir
 
     run = _run(spec)
     if run is None:
         return model_dir(spec)
-    path = Path(str(yaml.safe_load((run[0] / "config.yaml").read_text())["model"]["path"]))
-    return path if path.is_dir() else None
+    return checkpoint_dir(str(yaml.safe_load((run[0] / "config.yaml").read_text())["model"]["path"]))
 
 
 def _run(spec: str) -> tuple[Path, int | None] | None:
@@ -49,14 +49,11 @@ def _restored(run_dir: Path, step: int | None):
 
 
 def _pretrained(spec: str):
-    from transformers import AutoTokenizer
-
-    from jaxadapt.io.hf import TOKENIZER_FILES, load_pretrained
+    from jaxadapt.io.hf import load_pretrained, load_tokenizer
     from jaxadapt.predict import model_dir
     from jaxadapt.sharding import make_mesh
 
     d = model_dir(spec)
-    if not any((d / f).exists() for f in TOKENIZER_FILES):
-        raise UserError(f"{d}: no tokenizer files (expected one of {TOKENIZER_FILES})")
+    tokenizer = load_tokenizer(d)
     mesh = make_mesh()
-    return load_pretrained(d, mesh=mesh), AutoTokenizer.from_pretrained(str(d)), mesh
+    return load_pretrained(d, mesh=mesh), tokenizer, mesh

@@ -92,12 +92,14 @@ def _is_eval(path: Path) -> bool:
     return Path(path).suffix == ".json" and not Path(path).is_dir()
 
 
-def write_report(inputs: list[Path], out: Path) -> list[Evaluation]:
-    """Write the report of run dirs and eval JSON files (told apart by the .json suffix); returns the evals."""
+def load_inputs(inputs: list[Path]) -> tuple[list[Run], list[Evaluation]]:
+    """Run dirs and eval JSON files (told apart by the .json suffix), all read before anything is written."""
     if not inputs:
         raise UserError("report: give at least one run dir or eval JSON")
-    evals = [load_eval(p) for p in inputs if _is_eval(p)]
-    runs = [load_run(p) for p in inputs if not _is_eval(p)]
+    return [load_run(p) for p in inputs if not _is_eval(p)], [load_eval(p) for p in inputs if _is_eval(p)]
+
+
+def write_report(runs: list[Run], evals: list[Evaluation], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +114,6 @@ def write_report(inputs: list[Path], out: Path) -> list[Evaluation]:
                 sections += [f"## {title}", "", f"![{title}]({png})", ""]
         sections += retention_section(evals)
         (tmp / "README.md").write_text("\n".join(sections))
-    return evals
 
 
 def retention_section(evals: list[Evaluation]) -> list[str]:

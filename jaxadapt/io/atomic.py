@@ -48,11 +48,12 @@ def check_file_output(out: str | os.PathLike, what: str = "output") -> Path:
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{what} {out}: is a directory, expected a file path")
-    return _writable(out.parent, what) / out.name
+    return _writable(out, what, out.parent)
 
 
-def _writable(out: Path, what: str) -> Path:
-    parent = out
+def _writable(out: Path, what: str, parent: Path | None = None) -> Path:
+    """`out` if the nearest existing dir at or above `parent` (default: `out` itself) is writable."""
+    parent = out if parent is None else parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jaxadapt.config.model import DTYPES
 from jaxadapt.io.gguf import convert_gguf
-from jaxadapt.io.hf import TOKENIZER_FILES, load_pretrained, resolve, save_pretrained
+from jaxadapt.io.hf import has_tokenizer, load_pretrained, resolve, save_pretrained
 from jaxadapt.io.safetensors import CheckpointError
 
 
@@ -22,5 +22,4 @@ def convert_any(src, out_dir, dtype: str = "float32") -> Path:
         return convert_gguf(src, out_dir, dtype=dtype)
     model_dir = resolve(src)
     model = load_pretrained(model_dir, dtype=dtype)
-    has_tokenizer = any((model_dir / f).exists() for f in TOKENIZER_FILES)
-    return save_pretrained(model, out_dir, tokenizer=model_dir if has_tokenizer else None, dtype=dtype)
+    return save_pretrained(model, out_dir, tokenizer=model_dir if has_tokenizer(model_dir) else None, dtype=dtype)

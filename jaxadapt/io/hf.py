@@ -22,6 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from jaxadapt.config import ModelConfig
+from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import atomic_dir
 from jaxadapt.io.safetensors import CheckpointError, open_checkpoint, plan_shards, write_safetensors
 from jaxadapt.model import LlamaForCausalLM, Runtime, abstract_model
@@ -79,6 +80,18 @@ def by_param(cfg: ModelConfig) -> dict[str, list[tuple[str, int | None, bool]]]:
 
 
 # ---------------------------------------------------------------------------------------------- load
+def is_hub_id(spec: str | os.PathLike) -> bool:
+    """`org/name` as the hub spells repo ids (a relative path such as ./x/y or ../x is not one)."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec))) and not str(spec).startswith((".", "/"))
+
+
+def resolve_local(spec: str | os.PathLike) -> Path:
+    """An existing file or dir as is; else a hub id's snapshot (resolve); else the path, for the caller to report
+    missing. For arguments that may also be a file (a tokenizer.json), which `resolve` refuses."""
+    p = Path(spec)
+    return resolve(spec) if not p.exists() and is_hub_id(spec) else p
+
+
 def resolve(path_or_hub_id: str | os.PathLike) -> Path:
     """A local dir as is; an `org/name` hub id through huggingface_hub (the only network path)."""
     p = Path(path_or_hub_id)
@@ -86,12 +99,37 @@ def resolve(path_or_hub_id: str | os.PathLike) -> Path:
         if not p.is_dir():
             raise CheckpointError(f"{p}: expected a model directory (config.json + *.safetensors)")
         return p
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", str(path_or_hub_id)) and not str(path_or_hub_id).startswith((".", "/")):
+    if is_hub_id(path_or_hub_id):
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(path_or_hub_id), allow_patterns=["*.json", "*.safetensors", "tokenizer*",
-                                                                            "*.jinja"]))
+        try:
+            return Path(snapshot_download(str(path_or_hub_id), allow_patterns=["*.json", "*.safetensors",
+                                                                                "tokenizer*", "*.jinja"]))
+        except Exception as e:  # the network boundary: offline, not found, gated, connection errors alike
+            why = (str(e).strip().splitlines() or [""])[0]
+            why = why if len(why) <= 200 else why[:200].rsplit(" ", 1)[0] + " ..."
+            raise CheckpointError(f"{p}: no such directory, and the hub id {str(path_or_hub_id)!r} cannot be had "
+                                  f"({type(e).__name__}: {why})") from None
     raise CheckpointError(f"{p}: no such directory (and not a hub id of the form org/name)")
+
+
+def has_tokenizer(model_dir: Path) -> bool:
+    return any((Path(model_dir) / f).exists() for f in TOKENIZER_FILES)
+
+
+def load_tokenizer(model_dir: str | os.PathLike):
+    """transformers' tokenizer of an HF dir; a UserError naming the dir when it has none or it does not load
+    (a model dir copied without its tokenizer files is a common mistake)."""
+    from transformers import AutoTokenizer
+
+    d = Path(model_dir)
+    if not has_tokenizer(d):
+        raise UserError(f"{d}: no tokenizer files (expected tokenizer.json or one of {', '.join(TOKENIZER_FILES[1:])})"
+                        "; copy them from the model's source, or point at a tokenizer dir (model.tokenizer)")
+    try:
+        return AutoTokenizer.from_pretrained(str(d))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{d}: its tokenizer does not load ({type(e).__name__}: {str(e).splitlines()[0]})") from None
 
 
 def read_hf_config(model_dir: Path) -> dict:

@@ -81,9 +81,6 @@ class Checkpointer:
         self.manager.reload()
         return aside
 
-    def restore_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-
     def wait(self) -> None:
         self.manager.wait_until_finished()
 

@@ -7,6 +7,7 @@ by the mesh) live in `validate`, which runs before anything is compiled.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -173,6 +174,9 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"lora.dropout={cfg.lora.dropout}: expected 0 <= dropout < 1")
     if not cfg.model.path:
         raise UserError("model.path is empty: give an HF dir, a hub id or a preset name")
+    if cfg.logging.wandb_project and importlib.util.find_spec("wandb") is None:
+        raise UserError(f"logging.wandb_project={cfg.logging.wandb_project!r}: wandb is not installed; install the "
+                        "extra (pip install -e '.[wandb]') or unset the key")
     want = {"clm": "pretrain", "sft": "sft", "dpo": "dpo"}[t.objective]
     if cfg.data.sources and cfg.data.task != want:
         raise UserError(f"train.objective={t.objective!r} needs data.task={want!r}, got data.task={cfg.data.task!r}")

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from jaxadapt.config.loader import load_config
 from jaxadapt.errors import UserError
 from jaxadapt.io.hf import save_pretrained
 from jaxadapt.model import Runtime
-from jaxadapt.sharding import make_mesh
+from jaxadapt.sharding import reading_mesh
 from jaxadapt.train.checkpoint import Checkpointer
-from jaxadapt.train.config import RunConfig, trainable_parts
+from jaxadapt.train.config import MeshConfig, RunConfig, trainable_parts
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
-from jaxadapt.train.modelload import load_for_training
+from jaxadapt.train.modelload import load_model, load_training_tokenizer
 from jaxadapt.train.partition import resolve_old_vocab
 from jaxadapt.train.step import build_engine
 
 
 def restore_model(run_dir, step: int | None = None):
-    """(model with the checkpoint's trained params, RunConfig, tokenizer, step)."""
+    """(model with the checkpoint's trained params, RunConfig, tokenizer, step), on any number of devices: the
+    returned config's mesh is the one the model was restored onto (the run's own, if these devices allow it)."""
     run_dir = Path(run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.exists():
@@ -33,9 +35,11 @@ def restore_model(run_dir, step: int | None = None):
         raise UserError(f"{run_dir / 'checkpoints'}: " + (f"no checkpoint for step {step} (have {steps})" if steps
                                                            else "no complete checkpoint"))
     step = steps[-1] if step is None else step
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    mesh = reading_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    cfg = dataclasses.replace(cfg, mesh=MeshConfig(**dict(zip(mesh.axis_names, mesh.devices.shape))))
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype)
-    model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=cfg.train.seed)
+    tokenizer = load_training_tokenizer(cfg.model)
+    model = load_model(cfg.model, rt, mesh, seed=cfg.train.seed)
     parts = trainable_parts(cfg.train.trainable)
     if "lora" in parts:
         add_lora(model, cfg.lora, seed=cfg.train.seed)

@@ -36,8 +36,9 @@ from jaxadapt.train.lora import add_lora
 from jaxadapt.train.loss import target_logprobs
 from jaxadapt.train.metrics import MetricsLogger
 from jaxadapt.train.partition import resolve_old_vocab
-from jaxadapt.train.modelload import architecture, load_for_training
-from jaxadapt.train.rundir import RunLock, check_resume, record_changes, truncate_metrics
+from jaxadapt.train.modelload import architecture, load_model, load_training_tokenizer
+from jaxadapt.train.rundir import (RunLock, check_resume, first_missing, record_changes, remove_if_unused,
+                                   truncate_metrics)
 from jaxadapt.train.step import Engine, build_engine, check_batch_divides, resolve_attention_chunk, shard_batch
 
 
@@ -82,9 +83,17 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
     validate(cfg)
     mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     check_batch_divides(cfg, mesh)
+    if data is None:  # before the weights load or the run dir exists: a bad corpus fails in seconds
+        data, eval_data = build_data(cfg, load_training_tokenizer(cfg.model))
     rdir = run_dir_of(cfg)
+    created = first_missing(rdir)
     with RunLock(rdir, active=jax.process_index() == 0):
-        return _train(cfg, mesh, rdir, data, eval_data, allow_changes)
+        try:
+            return _train(cfg, mesh, rdir, data, eval_data, allow_changes)
+        except BaseException:
+            if created and jax.process_index() == 0:
+                remove_if_unused(rdir, created)
+            raise
 
 
 def _train(cfg: RunConfig, mesh, rdir: Path, data, eval_data, allow_changes: bool) -> Path:
@@ -97,24 +106,17 @@ def _train(cfg: RunConfig, mesh, rdir: Path, data, eval_data, allow_changes: boo
     except UserError:
         ckpt.close()
         raise
-    if jax.process_index() == 0:
-        record_changes(rdir, latest, changes)
-        save_resolved(cfg, rdir)
-
     attention_chunk = resolve_attention_chunk(cfg, mesh, architecture(cfg.model))
     if attention_chunk and cfg.model.attention_chunk == "auto":
         _say(f"model.attention_chunk auto: the training attention runs {attention_chunk} queries at a time")
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
                  attention_impl=cfg.model.attention_impl, attention_chunk=attention_chunk)
-    model, tokenizer = load_for_training(cfg.model, rt, mesh, seed=t.seed)
+    model = load_model(cfg.model, rt, mesh, seed=t.seed)
     old_vocab = resolve_old_vocab(cfg)
     if "lora" in parts:
         add_lora(model, cfg.lora, seed=t.seed)
     engine, state = build_engine(model, cfg, mesh, old_vocab)
     del model
-
-    if data is None:
-        data, eval_data = build_data(cfg, tokenizer)
 
     start = 0
     restored = ckpt.restore_latest(state, engine.state_shardings) if latest is not None else None
@@ -125,9 +127,17 @@ def _train(cfg: RunConfig, mesh, rdir: Path, data, eval_data, allow_changes: boo
             ckpt.close()
             _say(f"{rdir} already finished ({start} of train.steps={t.steps} steps); nothing to do")
             return rdir
-        dropped = truncate_metrics(rdir, start) if jax.process_index() == 0 else 0
+    # Rows logged after the restored step (or, with nothing to restore, by a run killed before its first checkpoint)
+    # are about to be logged again.
+    dropped = truncate_metrics(rdir, start) if jax.process_index() == 0 else 0
+    if restored is not None:
         _say(f"resumed {rdir} from step {start}" + (f" (dropped {dropped} metrics rows logged after it)"
                                                        if dropped else ""))
+    elif dropped:
+        _say(f"{rdir}: no checkpoint to resume from; starting again (dropped {dropped} metrics rows)")
+    if jax.process_index() == 0:  # after the restore: the step the changes take effect from is the restored one
+        record_changes(rdir, start, changes)
+        save_resolved(cfg, rdir)
 
     logger = MetricsLogger(rdir, cfg.logging.tensorboard, cfg.logging.wandb_project, to_dict(cfg), t.steps)
     flops_per_token = train_flops_per_token(engine.model_config, t.seq_len, engine.trainable_matmul_params(state))
@@ -189,7 +199,8 @@ def build_data(cfg: RunConfig, tokenizer):
     from jaxadapt.data import build_eval_batches, build_train_iterator
 
     if tokenizer is None:
-        raise UserError("model.tokenizer is not set and model.path has no tokenizer: the data needs one")
+        raise UserError(f"model.path={cfg.model.path!r} has no tokenizer files and model.tokenizer is not set: the "
+                        "data needs a tokenizer")
     if not cfg.data.sources:
         raise UserError("data.sources is empty: name at least one corpus to train on")
     t = cfg.train
@@ -197,7 +208,26 @@ def build_data(cfg: RunConfig, tokenizer):
                               process_index=jax.process_index(), process_count=jax.process_count())
     evals = build_eval_batches(cfg.data, tokenizer, seq_len=t.seq_len, batch_size=t.batch_size // t.grad_accum,
                                process_index=jax.process_index(), process_count=jax.process_count())
-    return it, evals
+    return _Peeked(it), evals
+
+
+class _Peeked:
+    """A data iterator whose first batch is read at once, so that a bad record fails before the model loads. The
+    batch is handed out first unless `set_state` (a resume) moves the stream elsewhere."""
+
+    def __init__(self, it: DataIterator):
+        self._it = it
+        self._first = [next(it)]
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return self._first.pop() if self._first else next(self._it)
+
+    def get_state(self) -> dict:
+        return self._it.get_state()
+
+    def set_state(self, state: dict) -> None:
+        self._first = []
+        self._it.set_state(state)
 
 
 def _say(msg: str) -> None:

@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from jaxadapt.config import ModelConfig
 from jaxadapt.config.presets import list_presets, model_preset
 from jaxadapt.errors import UserError
-from jaxadapt.io.hf import load_pretrained, read_config, resolve
+from jaxadapt.io.hf import has_tokenizer, load_pretrained, load_tokenizer, read_config, resolve
 from jaxadapt.model import LlamaForCausalLM, Runtime, abstract_model, init_model
 from jaxadapt.sharding import tree_shardings
 from jaxadapt.train.config import ModelSection
@@ -36,20 +36,30 @@ def _is_checkpoint(path: str) -> bool:
                     f"({', '.join(list_presets())})")
 
 
+def checkpoint_dir(path: str) -> Path | None:
+    """The HF dir a model.path names (a hub id's snapshot), where its adaptation.json and generation_config.json
+    are; None for a preset."""
+    return resolve(path) if _is_checkpoint(path) else None
+
+
 def architecture(section: ModelSection) -> ModelConfig:
     """The run's model config, read before any weight (the attention chunk is sized from it)."""
     return read_config(resolve(section.path)) if _is_checkpoint(section.path) else model_preset(section.path)
 
 
-def load_for_training(section: ModelSection, rt: Runtime, mesh: Mesh, seed: int = 0):
-    """(model, tokenizer or None)."""
-    from transformers import AutoTokenizer
+def load_training_tokenizer(section: ModelSection):
+    """model.tokenizer, else the checkpoint's own tokenizer (a hub id's too); None for a preset or a checkpoint
+    without tokenizer files (the caller then brings its own token ids). Read before the weights, so the data can be
+    checked first."""
+    if section.tokenizer:
+        return load_tokenizer(resolve(section.tokenizer))
+    if _is_checkpoint(section.path):
+        d = resolve(section.path)
+        return load_tokenizer(d) if has_tokenizer(d) else None
+    return None
 
-    path = section.path
-    if _is_checkpoint(path):
-        model = load_pretrained(path, mesh=mesh, runtime=rt)
-    else:
-        model = init_sharded(model_preset(path), rt, mesh, seed)
-    tok_path = section.tokenizer or (path if Path(path).is_dir() else None)
-    tokenizer = AutoTokenizer.from_pretrained(tok_path) if tok_path else None
-    return model, tokenizer
+
+def load_model(section: ModelSection, rt: Runtime, mesh: Mesh, seed: int = 0) -> LlamaForCausalLM:
+    if _is_checkpoint(section.path):
+        return load_pretrained(section.path, mesh=mesh, runtime=rt)
+    return init_sharded(model_preset(section.path), rt, mesh, seed)

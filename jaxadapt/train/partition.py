@@ -73,13 +73,17 @@ def old_vocab_size(model_dir: str | Path | None, configured: int | None) -> int:
 def resolve_old_vocab(cfg: RunConfig) -> int | None:
     """Where the old rows end: required for `new_rows`; for `optim.groups` with different old / new row rates, the
     configured value or the model dir's adaptation.json, and None (every row is old) for a model without one."""
+    from jaxadapt.train.modelload import checkpoint_dir
+
     parts = trainable_parts(cfg.train.trainable)
-    if "new_rows" in parts:
-        return old_vocab_size(cfg.model.path, cfg.train.old_vocab_size)
     g = cfg.optim.groups
-    if parts & {"embeddings", "full"} and g.old_rows != g.new_rows and (
-            cfg.train.old_vocab_size is not None or (Path(cfg.model.path) / "adaptation.json").is_file()):
-        return old_vocab_size(cfg.model.path, cfg.train.old_vocab_size)
+    if "new_rows" not in parts and not (parts & {"embeddings", "full"} and g.old_rows != g.new_rows):
+        return None
+    if cfg.train.old_vocab_size is not None:
+        return cfg.train.old_vocab_size
+    home = checkpoint_dir(cfg.model.path) or Path(cfg.model.path)  # a hub id's snapshot; a preset has no record
+    if "new_rows" in parts or (home / "adaptation.json").is_file():
+        return old_vocab_size(home, None)
     return None
 
 

@@ -1,5 +1,5 @@
-"""Guards of a run dir: one trainer at a time, resume only with the config the checkpoints were made with, and a
-metrics log without the rows of steps that a resume repeats.
+"""Guards of a run dir: one trainer at a time, resume only with the config the checkpoints were made with (the mesh
+aside), a metrics log without the rows of steps that a resume repeats, and no run dir left by a failed start.
 
 The lock is an advisory `flock` on run_dir/.lock held by process 0 for the whole run; the kernel drops it when the
 process dies, so a killed trainer never leaves a stale lock on a local disk (NFS and object stores do not honour
@@ -12,6 +12,7 @@ import datetime
 import fcntl
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -26,6 +27,9 @@ HISTORY = "config_history.jsonl"
 FIXED = ("model.", "lora.", "data.", "train.trainable", "train.objective", "train.seq_len", "train.batch_size",
          "train.seed")
 IGNORED = ("runs_root", "name")  # they locate the run dir itself
+# Keys that say where the run computes, not what: changed freely on resume (a preempted job may come back on a slice
+# of another size), and recorded in the history like any change.
+WHERE = ("mesh.",)
 
 
 class RunLock:
@@ -68,7 +72,7 @@ def check_resume(run_dir: Path, config: dict, step: int, allow_changes: bool) ->
     """Compare `config` (to_dict of the new RunConfig) with the run's recorded config.yaml before resuming at `step`.
 
     Returns {dotted key: (recorded, new)} of the changes, which the caller records with `record_changes`. A change
-    of a FIXED key is an error; any other change needs `allow_changes`."""
+    of a FIXED key is an error; any other change but of WHERE keys needs `allow_changes`."""
     recorded_file = Path(run_dir) / "config.yaml"
     if not recorded_file.is_file():
         return {}
@@ -84,8 +88,9 @@ def check_resume(run_dir: Path, config: dict, step: int, allow_changes: bool) ->
         raise UserError(f"resume of {run_dir} at step {step}: {_listing(changes, fixed)} differ from the run's "
                         "config.yaml, and the checkpoints hold another model or data stream; train under another "
                         "name to change them")
-    if changes and not allow_changes:
-        raise UserError(f"resume of {run_dir} at step {step}: {_listing(changes, list(changes))} differ from the "
+    asked = [k for k in changes if not k.startswith(WHERE)]
+    if asked and not allow_changes:
+        raise UserError(f"resume of {run_dir} at step {step}: {_listing(changes, asked)} differ from the "
                         "run's config.yaml; pass --allow-config-change to resume with them (recorded in "
                         f"{HISTORY}), or restore the old values")
     return changes
@@ -111,6 +116,31 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
         with atomic_file(path) as fh:
             fh.writelines(keep)
     return len(lines) - len(keep)
+
+
+def first_missing(path: Path) -> Path | None:
+    """The highest missing dir on the way to `path` (what creating it makes), None if it exists."""
+    path = Path(path).absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def remove_if_unused(run_dir: Path, created: Path) -> None:
+    """Remove a run dir that this trainer created (with the missing dirs above it, up to `created`) when it failed
+    before it logged a step or began a checkpoint (a model that does not load, a shape error): a failed start leaves
+    nothing behind. Anything else is kept."""
+    run_dir = Path(run_dir).absolute()
+    ckpts, metrics = run_dir / "checkpoints", run_dir / "metrics.jsonl"
+    if (ckpts.is_dir() and any(ckpts.iterdir())) or (metrics.is_file() and metrics.stat().st_size):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    d = run_dir
+    while d != created and d.parent.is_dir() and not any(d.parent.iterdir()):
+        d = d.parent
+        d.rmdir()
 
 
 def _step_of(line: str) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
-from jaxadapt.io.hf import load_pretrained, read_hf_config, save_pretrained
+from jaxadapt.io.hf import load_pretrained, read_hf_config, resolve, save_pretrained
 from jaxadapt.model import LlamaForCausalLM
 from jaxadapt.vocab.tokdir import (
     TokenizerDir,
@@ -37,7 +37,7 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     init: mean | wmean | merge | mean-all | random | mapping:FILE. The old tokenizer is model_dir's own unless
     old_tokenizer is given. Everything is checked before the model is loaded; nothing is written on error.
     """
-    model_dir = Path(model_dir)
+    model_dir = resolve(model_dir)
     hf_cfg = read_hf_config(model_dir)
     cfg = ModelConfig.from_hf(hf_cfg, source=str(model_dir / "config.json"))
     try:
@@ -45,7 +45,7 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     except TokenizerError as e:
         raise TokenizerError(f"{e} (the model's own tokenizer; pass --old-tokenizer if it lives elsewhere)") from None
     new = read_tokenizer(tokenizer)
-    check_pair(model_dir, cfg, old, new, read_origin(tokenizer))
+    check_pair(model_dir, cfg, old, new, read_origin(new.source))
     if pad_to < 1:
         raise UserError(f"--pad-to {pad_to}: expected a positive multiple")
     method, mapping = init, None

@@ -52,7 +52,7 @@ def train_cmd(
 
 @tokenizer_app.command("extend")
 def extend_cmd(
-    base: Path = typer.Option(..., "--base", help="A model or tokenizer dir with tokenizer.json."),
+    base: str = typer.Option(..., "--base", help="A model or tokenizer dir with tokenizer.json, or a hub id."),
     corpus: list[Path] = CORPUS,
     out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
     add: int | None = typer.Option(None, "--add", help="How many new tokens to learn and append."),
@@ -109,7 +109,8 @@ def extend_cmd(
 
 @tokenizer_app.command("stats")
 def stats_cmd(
-    tokenizer: list[Path] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir; repeat to compare."),
+    tokenizer: list[str] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir, or a hub id; repeat to "
+                                                                "compare."),
     corpus: list[Path] = CORPUS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     json_out: Path | None = typer.Option(None, "--json-out", help="Also write the JSON to this file."),
@@ -120,7 +121,7 @@ def stats_cmd(
     from jaxadapt.vocab.stats import corpus_stats, format_table
     from jaxadapt.vocab.tokdir import read_tokenizer
 
-    toks = [(str(t), read_tokenizer(t)) for t in tokenizer]
+    toks = [(t, read_tokenizer(t)) for t in tokenizer]
     limit = None if max_mb is None else int(max_mb * 2**20)
     texts = [(str(c), read_corpus(c, limit)) for c in corpus]
     rows = [(name, cname, corpus_stats(tok, docs)) for name, tok in toks for cname, docs in texts]
@@ -135,11 +136,11 @@ def stats_cmd(
 
 @vocab_app.command("adapt")
 def adapt_cmd(
-    model: Path = typer.Option(..., "--model", help="An HF model dir (with its tokenizer)."),
-    tokenizer: Path = typer.Option(..., "--tokenizer", help="The new tokenizer (dir with tokenizer.json)."),
+    model: str = typer.Option(..., "--model", help="An HF model dir or a hub id (with its tokenizer)."),
+    tokenizer: str = typer.Option(..., "--tokenizer", help="The new tokenizer (dir with tokenizer.json, or a hub id)."),
     init: str = typer.Option("mean", "--init", help="mean | wmean | merge | mean-all | random | mapping:FILE"),
     out: Path = typer.Option(..., "--out", help="The HF model dir to write."),
-    old_tokenizer: Path | None = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
+    old_tokenizer: str | None = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
     pad_to: int = typer.Option(128, "--pad-to", help="Pad the vocabulary to a multiple of this."),
     seed: int = typer.Option(0, help="Seed of --init random."),
     dtype: str | None = typer.Option(None, help="Parameter dtype written (default: the model's)."),

@@ -82,8 +82,10 @@ class TokenizerDir:
 
 
 def read_tokenizer(path) -> TokenizerDir:
-    """A tokenizer dir (or model dir) holding tokenizer.json, or a tokenizer.json file itself."""
-    p = Path(path)
+    """A tokenizer dir (or model dir, or a hub id's snapshot) holding tokenizer.json, or a tokenizer.json file."""
+    from jaxadapt.io.hf import resolve_local
+
+    p = resolve_local(path)
     if not p.exists():
         raise TokenizerError(f"{p}: no such tokenizer file or directory")
     file = p if p.is_file() else p / "tokenizer.json"

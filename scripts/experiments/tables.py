@@ -18,11 +18,6 @@ def _load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _bpb(stages: Path, stage: str, corpus: str) -> str:
-    r = _load(stages / stage / "results.json")
-    return "missing" if r is None else f"{r['bpb'][corpus]['bpb']:.3f}"
-
-
 def tokenizers(stages: Path) -> list[str]:
     lines = []
     for lang, name in (("nl", "Dutch"), ("ru", "Russian")):
@@ -45,63 +40,72 @@ def tokenizers(stages: Path) -> list[str]:
     return lines
 
 
+RETENTION = ("nl", "nl-ood", "en", "en-ood", "ru-ood", "de-ood")
+
+
+def _header(title: str, cols: tuple[str, ...]) -> list[str]:
+    return [title, "", "| model | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+
+
+def _row(stages: Path, label: str, stage: str, cols: tuple[str, ...], extra: tuple[str, ...] = ()) -> str:
+    """Bits per byte per corpus, with the change against the base where the eval compared with one; `extra` are
+    further keys of a corpus's result (e.g. nl.tokens)."""
+    r = _load(stages / stage / "results.json")
+    if r is None:
+        return f"| {label} | " + " | ".join("missing" for _ in (*cols, *extra)) + " |"
+    change = {row["corpus"]: row["change_pct"] for row in (r.get("retention") or {}).get("rows", [])}
+    cells = [f"{r['bpb'][c]['bpb']:.3f}" + (f" ({change[c]:+.1f}%)" if c in change else "") for c in cols]
+    cells += [str(r["bpb"][key.split(".")[0]][key.split(".")[1]]) for key in extra]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
 def initialisation(stages: Path) -> list[str]:
-    lines = ["(b)", "", "| init | Dutch bpb, step 0 | Dutch bpb, after training |", "|---|---|---|",
-             f"| (original SmolLM2, old tokenizer) | {_bpb(stages, 'eval_original', 'nl')} | |"]
-    lines += [f"| {i} | {_bpb(stages, f'step0_{i}', 'nl')} | {_bpb(stages, f'trained_{i}', 'nl')} |" for i in INITS]
+    cols = ("nl", "nl-ood", "en-ood", "ru-ood", "de-ood")
+    lines = _header("(b)", cols) + [_row(stages, "original SmolLM2, old tokenizer", "eval_original", cols)]
+    lines += [_row(stages, f"{i}, step 0", f"step0_{i}", cols) for i in INITS]
+    lines += [_row(stages, f"{i}, after training", f"trained_{i}", cols) for i in INITS]
     return lines + [""]
 
 
 def trainable(stages: Path) -> list[str]:
-    lines = ["(c) and (d)", "", "| model | Dutch bpb | English bpb |", "|---|---|---|"]
+    lines = _header("(c) and (d)", RETENTION)
     for label, stage in (("original SmolLM2", "eval_original"), ("+5K mean init, step 0", "step0"),
                          ("embeddings only", "after_embeddings"), ("LoRA + embeddings", "after_lora_embeddings"),
                          ("full", "after_full"), ("LoRA + embeddings, 10% English replay",
                                                   "after_lora_embeddings_replay")):
-        lines.append(f"| {label} | {_bpb(stages, stage, 'nl')} | {_bpb(stages, stage, 'en')} |")
+        lines.append(_row(stages, label, stage, RETENTION))
     return lines + [""]
 
 
 def lep(stages: Path) -> list[str]:
-    lines = ["(e)", "", "| model | Dutch bpb | Dutch tokens | English bpb |", "|---|---|---|---|"]
+    lines = _header("(e)", (*RETENTION, "Dutch tokens"))
     for label, stage in (("B (SmolLM2)", "base"), ("I (B + English fine-tuning)", "instruct"),
                          ("D (B + Dutch vocab, embeddings trained)", "donor"), ("I' swap", "swap"),
                          ("I' overlap", "overlap"), ("I' conversion", "conversion")):
-        r = _load(stages / f"eval_{stage}" / "results.json")
-        tokens = "missing" if r is None else r["bpb"]["nl"]["tokens"]
-        lines.append(f"| {label} | {_bpb(stages, f'eval_{stage}', 'nl')} | {tokens} "
-                     f"| {_bpb(stages, f'eval_{stage}', 'en')} |")
+        lines.append(_row(stages, label, f"eval_{stage}", RETENTION, extra=("nl.tokens",)))
     return lines + [""]
 
 
-RETENTION = ("nl", "nl-ood", "en", "en-ood", "ru-ood", "de-ood")
-
-
-def retention(stages: Path) -> list[str]:
-    lines = ["(f)", "", "| model | " + " | ".join(RETENTION) + " |", "|---|" + "---|" * len(RETENTION)]
-    base = _load(stages / "base" / "results.json")
-    lines.append("| original SmolLM2 | " + " | ".join(
-        "missing" if base is None else f"{base['bpb'][c]['bpb']:.3f}" for c in RETENTION) + " |")
-    for label, stage in (("+2K mean init, step 0", "step0"), ("+2K protected (German), step 0", "step0_protected"),
-                         ("all rows, lr 1e-3, 10% replay (old quickstart)", "after_all"),
-                         ("seen, LoRA and old rows x0.1, 25% replay (quickstart)", "after_chosen"),
-                         ("the same, German-protected tokens", "after_protected"),
-                         ("the same, original vocabulary", "after_original")):
-        r = _load(stages / stage / "results.json")
-        if r is None:
-            lines.append(f"| {label} | " + " | ".join("missing" for _ in RETENTION) + " |")
-            continue
-        change = {row["corpus"]: row["change_pct"] for row in r["retention"]["rows"]}
-        lines.append(f"| {label} | " + " | ".join(f"{r['bpb'][c]['bpb']:.3f} ({change[c]:+.1f}%)" for c in RETENTION)
-                     + " |")
+def retention(stages: Path, staged: Path) -> list[str]:
+    """(f): f-retention.yaml's runs, then f-staged.yaml's (`staged`: its stages dir)."""
+    lines = _header("(f)", RETENTION)
+    for label, where, stage in (("original SmolLM2", stages, "base"), ("+2K mean init, step 0", stages, "step0"),
+                                ("+2K protected (German), step 0", stages, "step0_protected"),
+                                ("all rows, lr 1e-3, 10% replay (old quickstart)", stages, "after_all"),
+                                ("seen, LoRA and old rows x0.1, 25% replay (quickstart)", stages, "after_chosen"),
+                                ("the same, German-protected tokens", stages, "after_protected"),
+                                ("the same, original vocabulary", stages, "after_original"),
+                                ("staged: the new rows alone, 100 steps", staged, "after_warm"),
+                                ("staged: then 100 steps as the quickstart", staged, "after_staged")):
+        lines.append(_row(where, label, stage, RETENTION))
     return lines + [""]
 
 
 def main(root: str = "runs") -> None:
     runs = Path(root)
-    for name, table in (("exp-a", tokenizers), ("exp-b", initialisation), ("exp-cd", trainable), ("exp-e", lep),
-                        ("exp-f", retention)):
+    for name, table in (("exp-a", tokenizers), ("exp-b", initialisation), ("exp-cd", trainable), ("exp-e", lep)):
         print("\n".join(table(runs / name / "stages")))
+    print("\n".join(retention(runs / "exp-f" / "stages", runs / "exp-f-staged" / "stages")))
 
 
 if __name__ == "__main__":

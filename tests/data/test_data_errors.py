@@ -9,7 +9,7 @@ import pytest
 from datahelpers import write_jsonl
 
 from jaxadapt.cli import main
-from jaxadapt.data import DataConfig, SourceConfig, build_train_iterator
+from jaxadapt.data import DataConfig, SourceConfig, build_eval_batches, build_train_iterator
 from jaxadapt.data.documents import Documents
 from jaxadapt.data.readers import resolve
 from jaxadapt.errors import UserError
@@ -70,6 +70,21 @@ def test_corpus_empty_after_filtering_is_an_error(tmp_path, tokenizer):
     with pytest.raises(UserError, match=r"data source .s.: no train documents in \S*/a\.jsonl \(3 empty"):
         next(it)  # raised through the prefetch thread as itself
     it.close()
+
+
+def test_no_validation_batch_says_why(tmp_path, tokenizer):
+    write_jsonl(tmp_path / "empty.jsonl", [{"text": " "}, {"text": ""}])
+    write_jsonl(tmp_path / "two.jsonl", [{"text": "een"}, {"text": "twee"}])
+
+    def batches(name, fraction):
+        cfg = DataConfig(sources=(SourceConfig("s", (str(tmp_path / name),)),), validation_fraction=fraction)
+        return build_eval_batches(cfg, tokenizer)
+
+    with pytest.raises(UserError, match=r"data source 's' \(\S*empty\.jsonl\): no documents \(2 empty\)"):
+        batches("empty.jsonl", 0.05)
+    with pytest.raises(UserError, match=r"none of its 2 documents falls in the validation share "
+                                        r"\(data\.validation_fraction=1e-06\); raise it, or set it to 0"):
+        batches("two.jsonl", 1e-6)
 
 
 def test_config_values_are_checked():

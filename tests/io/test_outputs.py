@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from jaxadapt.cli import main
+from jaxadapt.errors import UserError
+from jaxadapt.io.atomic import check_file_output, check_output
 
 
 def _fails(capsys, argv, *phrases):
@@ -89,3 +95,48 @@ def test_every_writing_command_refuses_a_non_empty_output(tmp_path, capsys):
     assert _tree(out) == ["keep.txt"]
     assert main(["data", "split", str(corpus), "--out", str(out), "--overwrite"]) == 0
     assert _tree(out) == ["heldout.jsonl", "keep.txt", "split.json", "train.jsonl"]
+
+
+def _as_nobody(checks) -> list[str]:
+    """Each check's UserError message (or 'accepted') from a forked child that runs as `nobody` when we are root:
+    root may write anywhere, so only an unprivileged user sees a read-only dir as such."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no jax, no threads of its own; only the path checks, then out
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            lines = []
+            for check in checks:
+                try:
+                    check()
+                    lines.append("accepted")
+                except UserError as e:
+                    lines.append(str(e))
+            os.write(write, "\n".join(lines).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        out = fh.read()
+    os.waitpid(pid, 0)
+    return out.splitlines()
+
+
+# The child runs only path checks of modules already imported and exits with os._exit: no lock JAX's threads may
+# hold is ever taken, so the fork warning does not apply.
+@pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
+def test_a_read_only_parent_is_refused_before_any_work():
+    root = Path(tempfile.mkdtemp(dir="/tmp"))  # a dir `nobody` can reach (pytest's tmp_path is root's alone)
+    try:
+        root.chmod(0o755)
+        ro = root / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        got = _as_nobody([lambda: check_output(ro / "out" / "model"), lambda: check_file_output(ro / "r.json")])
+        assert got == [f"output {ro / 'out' / 'model'}: {ro} is not writable",
+                       f"output {ro / 'r.json'}: {ro} is not writable"]
+        assert list(ro.iterdir()) == []
+    finally:
+        shutil.rmtree(root)

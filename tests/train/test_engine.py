@@ -1,6 +1,7 @@
 """The train step on 8 simulated CPU devices: shardings, mesh-independence, LoRA, new_rows, accumulation."""
 
 import dataclasses
+import importlib.util
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +16,7 @@ from jaxadapt.errors import UserError
 from jaxadapt.io.hf import load_pretrained, save_pretrained
 from jaxadapt.model import init_model
 from jaxadapt.sharding import make_mesh, path_str
-from jaxadapt.train.config import CheckpointConfig, LoraConfig, ModelSection, TrainConfig, validate
+from jaxadapt.train.config import CheckpointConfig, LoggingConfig, LoraConfig, ModelSection, TrainConfig, validate
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
 from jaxadapt.train.step import build_engine, check_batch_divides, shard_batch
 
@@ -168,6 +169,14 @@ def test_bad_config_values_fail_before_compiling(change, message):
     with pytest.raises(UserError) as e:
         validate(dataclasses.replace(run_cfg(), **change))
     assert message in str(e.value)
+
+
+def test_wandb_logging_without_wandb_installed_fails_before_loading(monkeypatch):
+    real = importlib.util.find_spec  # an environment without the extra, whether or not this one has wandb
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(UserError, match=r"logging.wandb_project='p': wandb is not installed; install the extra "
+                                        r"\(pip install -e '\.\[wandb\]'\)"):
+        validate(dataclasses.replace(run_cfg(), logging=LoggingConfig(wandb_project="p")))
 
 
 def test_batch_must_divide_the_data_axes():

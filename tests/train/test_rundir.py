@@ -3,10 +3,13 @@ checkpoints set aside (not deleted) with a fallback to the previous step, no dup
 run left alone. The real CLI, on the tiny model of conftest.py."""
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from trainhelpers import logged_losses, train_command
@@ -42,6 +45,24 @@ def test_a_second_trainer_is_refused_with_the_holder(setup, capsys):
     assert not (run / "config.yaml").exists(), "the refused trainer wrote nothing"
     with RunLock(run):  # released when the holder leaves
         pass
+
+
+def test_a_failed_start_leaves_no_run_dir_and_the_data_is_checked_before_the_weights(setup, capsys, tmp_path):
+    broken = tmp_path / "broken"  # a model whose weights do not load
+    shutil.copytree(setup / "model", broken)
+    for f in broken.glob("*.safetensors"):
+        f.write_bytes(b"not a checkpoint")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"body": "no text field"}\n' * 40)
+    code, err = _train(capsys, setup, "bad-data", f"model.path={broken}", f"data.sources=[{{name: nl, paths: [{bad}]}}]")
+    assert code == 2 and "bad.jsonl:1: no field 'text'" in err and len(err.strip().splitlines()) == 1, err
+    code, err = _train(capsys, setup, "bad-weights", f"model.path={broken}")
+    assert code == 2 and "safetensors" in err.strip().splitlines()[-1], err
+    untokenized = tmp_path / "untokenized"  # weights but no tokenizer files
+    shutil.copytree(setup / "model", untokenized, ignore=shutil.ignore_patterns("tokenizer*", "special_tokens*"))
+    code, err = _train(capsys, setup, "no-tokenizer", f"model.path={untokenized}")
+    assert code == 2 and "has no tokenizer files and model.tokenizer is not set" in err
+    assert not [p.name for p in (setup / "runs").iterdir() if p.name in ("bad-data", "bad-weights", "no-tokenizer")]
 
 
 def test_resume_refuses_another_model_and_needs_a_flag_for_other_changes(six_steps, capsys):
@@ -91,6 +112,43 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_step(six_steps, 
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == sorted(set(steps)), "no duplicate metrics rows"
+
+
+def test_the_config_history_names_the_step_actually_resumed_from(six_steps, capsys):
+    root, run = _copy(six_steps, "changed-after-fallback")
+    _drop_meta(run / "checkpoints" / "6")
+    code, err = _train(capsys, root, run.name, "train.steps=7", "--allow-config-change")
+    assert code == 0 and "from step 3" in err, err[-3000:]
+    history = [json.loads(line) for line in (run / "config_history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [3], "step 6 did not restore: the change took effect from step 3"
+
+
+def test_a_run_moves_between_meshes(six_steps, capsys, tmp_path):
+    """Trained on 8 devices as data=8; resumed as data=2, fsdp=2, tensor=2 without a flag (the mesh says where, not
+    what); exported from that layout on 1 device and on 8, with the same weights."""
+    from safetensors.numpy import load_file
+
+    root, run = _copy(six_steps, "moved")
+    reference = logged_losses(run)
+    shutil.rmtree(run / "checkpoints" / "6")
+    code, err = _train(capsys, root, run.name, "train.steps=6", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2")
+    assert code == 0 and "from step 3" in err, err[-3000:]
+    moved = logged_losses(run)
+    assert sorted(moved) == list(range(1, 7))
+    for step in (4, 5, 6):
+        assert moved[step] == pytest.approx(reference[step], rel=1e-4), step
+    history = [json.loads(line) for line in (run / "config_history.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 3 and history[-1]["changed"]["mesh.tensor"] == {"from": 1, "to": 2}
+
+    assert main(["export", str(run), str(tmp_path / "on8")]) == 0
+    one = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    done = subprocess.run([sys.executable, "-m", "jaxadapt.cli", "export", str(run), str(tmp_path / "on1")], env=one,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    on8, on1 = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("on8", "on1"))
+    assert on8.keys() == on1.keys()
+    for name in on8:
+        np.testing.assert_allclose(on1[name], on8[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_no_restorable_checkpoint_is_one_clear_error(six_steps, capsys):
