@@ -53,10 +53,8 @@ def load_training_tokenizer(section: ModelSection):
     checked first."""
     if section.tokenizer:
         return load_tokenizer(resolve(section.tokenizer))
-    if _is_checkpoint(section.path):
-        d = resolve(section.path)
-        return load_tokenizer(d) if has_tokenizer(d) else None
-    return None
+    d = checkpoint_dir(section.path)
+    return load_tokenizer(d) if d is not None and has_tokenizer(d) else None
 
 
 def load_model(section: ModelSection, rt: Runtime, mesh: Mesh, seed: int = 0) -> LlamaForCausalLM:
