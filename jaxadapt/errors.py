@@ -11,3 +11,10 @@ class UserError(ValueError):
 
 class CheckFailed(Exception):
     """A check the user asked for found a problem (`jaxadapt report --check`): the inputs were fine, the result not."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`, cut at a word, for errors from libraries whose messages run to pages."""
+    why = (str(e).strip().splitlines() or [""])[0]
+    why = why if len(why) <= limit else why[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {why}"

@@ -19,6 +19,7 @@ from flax import nnx
 
 from jaxadapt import cpu_decode
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.model import decode_kernels
 
 PROMPT_BUCKET = 32
@@ -263,7 +264,7 @@ def load_for_generation(spec: str):
     from jaxadapt.io.hf import load_pretrained, load_tokenizer
     from jaxadapt.predict import model_dir
 
-    if (Path(spec) / "config.yaml").is_file():
+    if (fs.path(spec) / "config.yaml").is_file():
         from jaxadapt.train.export import restore_model
         from jaxadapt.train.modelload import checkpoint_dir
 

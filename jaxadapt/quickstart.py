@@ -61,13 +61,13 @@ class QuickstartConfig:
     max_new_tokens: int = 40
 
 
-def _split(path: Path, fraction: float, eval_docs: int, max_bytes: int, out: Path) -> tuple[list[str], list[str]]:
+def _split(path: str, fraction: float, eval_docs: int, max_bytes: int, out: Path) -> tuple[list[str], list[str]]:
     """Write the first `eval_docs` held-out documents, cut at `max_bytes`, to `out` (JSONL); return (training texts,
     held-out texts)."""
-    from jaxadapt.data.split import read_texts, split_texts, write_jsonl
+    from jaxadapt.data.split import corpus_name, read_texts, split_texts, write_jsonl
     from jaxadapt.eval.corpus import cap_bytes
 
-    train, held = split_texts(read_texts(path.stem, str(path)), fraction, eval_docs)
+    train, held = split_texts(read_texts(corpus_name(path), path), fraction, eval_docs)
     held = cap_bytes(held, max_bytes)
     with atomic_file(out, encoding="utf-8") as fh:
         write_jsonl(fh, held)

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -90,7 +90,7 @@ def load_config(schema: type, path: str | os.PathLike | None = None, overrides: 
     top = "no config file"
     if path is not None:
         top = str(path)
-        data, origins = _load_tree(Path(path), ())
+        data, origins = _load_tree(fs.path(path), ())
     for item in overrides:
         _apply_override(data, origins, item)
     return _Builder(origins, top).build(schema, data, ())
@@ -98,7 +98,7 @@ def load_config(schema: type, path: str | os.PathLike | None = None, overrides: 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """One YAML file as a dict (no inheritance), with the same scalar rules and errors as `load_config`."""
-    path = Path(path)
+    path = fs.path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -144,34 +144,24 @@ def config_hash(cfg, length: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def save_resolved(cfg, run_dir: str | os.PathLike, name: str = "config.yaml") -> Path:
+def save_resolved(cfg, run_dir: str | os.PathLike, name: str = "config.yaml"):
     """Write the fully resolved config into `run_dir` so a run records exactly what it ran with.
 
-    Written to a temporary file in the same directory, fsynced, then renamed over `name`: a crash or a
-    concurrent reader never sees half a file.
+    Complete or not at all (`fs.write_text`): a crash or a concurrent reader never sees half a file.
     """
-    run_dir = Path(run_dir)
+    run_dir = fs.path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dest = run_dir / name
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dump_yaml(cfg))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fs.write_text(dest, dump_yaml(cfg))
     return dest
 
 
 # ---------------------------------------------------------------------------------------------- files and merging
 def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dict[KeyPath, str]]:
     """A file merged over its bases (in order, later wins), plus which file set each key."""
-    seen = [p.resolve() for p in chain]
-    if path.resolve() in seen:
-        cycle = " -> ".join(str(p) for p in (*chain[seen.index(path.resolve()):], path))
+    seen = [_identity(p) for p in chain]
+    if _identity(path) in seen:
+        cycle = " -> ".join(str(p) for p in (*chain[seen.index(_identity(path)):], path))
         raise UserError(f"config inheritance cycle: {cycle}")
     raw = read_yaml(path)
     bases = raw.pop("base", None)
@@ -184,7 +174,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dic
     data: dict[str, Any] = {}
     origins: dict[KeyPath, str] = {}
     for base in bases:
-        base_path = Path(os.path.normpath(path.parent / base))
+        base_path = fs.path(os.path.normpath(path.parent / base)) if not fs.is_url(str(path)) else path.parent / base
         if not base_path.is_file():
             raise UserError(f"base: {base_path} not found (named in {path})")
         base_data, base_origins = _load_tree(base_path, (*chain, path))
@@ -192,6 +182,10 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dic
         origins.update(base_origins)
     origins.update({p: str(path) for p in _key_paths(raw, ())})
     return _merge(data, raw), origins
+
+
+def _identity(path) -> str:
+    return str(path) if fs.is_url(str(path)) else str(path.resolve())
 
 
 def _merge(under: dict, over: dict) -> dict:
@@ -213,18 +207,28 @@ def _key_paths(data: dict, prefix: KeyPath):
 
 
 def _apply_override(data: dict, origins: dict[KeyPath, str], item: str) -> None:
-    """`a.b.c=value`: set (replace, not merge) one key, creating sections on the way; the value is YAML."""
+    """`a.b.c=value`: set (replace, not merge) one key, creating sections on the way; the value is YAML.
+
+    A number steps into a list (`data.sources.0.weight=0.3`); origins record the names only, as `_Builder` does."""
     dotted, sep, text = item.partition("=")
-    keys = tuple(k.strip() for k in dotted.split("."))
-    if not sep or not all(keys):
+    path = tuple(k.strip() for k in dotted.split("."))
+    if not sep or not all(path):
         raise UserError(f"override {item!r}: expected key.path=value")
     value = parse_value(text, f"override {item!r}")
-    node = data
-    for key in keys[:-1]:
-        if not isinstance(node.get(key), dict):
+    node: Any = data
+    for n, key in enumerate(path):
+        if isinstance(node, list):
+            if not (key.isdigit() and int(key) < len(node)):
+                raise UserError(f"override {item!r}: {'.'.join(path[:n])} is a list of {len(node)}; "
+                                f"{key!r} is not an index into it")
+            key = int(key)
+        elif n < len(path) - 1 and not isinstance(node.get(key), (dict, list)):
             node[key] = {}
-        node = node[key]
-    node[keys[-1]] = value
+        if n == len(path) - 1:
+            node[key] = value
+        else:
+            node = node[key]
+    keys = tuple(k for k in path if not k.isdigit())
     for p in [p for p in origins if p[: len(keys)] == keys]:
         del origins[p]
     origins[keys] = "override"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from jaxadapt.config.loader import read_yaml
 from jaxadapt.config.model import ModelConfig
-from jaxadapt.errors import UserError
+from jaxadapt.errors import UserError, first_line
+from jaxadapt import fs
 
 # configs/ sits at the repository root next to the package; an editable install imports the package from the
 # checkout, so this finds it. A wheel does not ship configs/.
@@ -27,8 +28,11 @@ def list_presets() -> list[str]:
 
 
 def model_preset(name_or_path: str | os.PathLike) -> ModelConfig:
-    """A preset name, a YAML/JSON file of HF config fields, or an HF model directory (its config.json)."""
+    """A preset name, a YAML/JSON file of HF config fields, an HF model directory (its config.json), or a hub id
+    (only its config.json is fetched: a plan needs no weights)."""
     path = Path(name_or_path)
+    if not path.exists() and fs.is_hub_id(name_or_path) and path.suffix not in _SUFFIXES:
+        path = _hub_config(str(name_or_path))
     if path.is_dir():
         path = path / "config.json"
     elif path.suffix not in _SUFFIXES and not path.is_file():  # a name; note `llama3.1-8b` has suffix `.1-8b`
@@ -51,3 +55,13 @@ def model_preset(name_or_path: str | os.PathLike) -> ModelConfig:
     else:
         hf = read_yaml(path)
     return ModelConfig.from_hf(hf, source=str(path))
+
+
+def _hub_config(repo: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, "config.json"))
+    except Exception as e:  # the network boundary: offline, not found, gated, connection errors alike
+        raise UserError(f"model {repo!r}: not a preset or a local path, and its config.json cannot be had from the "
+                        f"hub ({first_line(e)})") from None

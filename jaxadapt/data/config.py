@@ -17,13 +17,21 @@ class SourceConfig:
     """One named corpus of a mixture.
 
     paths: files, directories (read recursively), globs (`**` allowed), HF datasets saved with `save_to_disk`,
-      or, with format "hf", a local builder script/dir or a hub dataset name.
+      URLs (`gs://bucket/corpus/*.jsonl.gz`, any fsspec protocol), files of a hub dataset
+      (`hf://datasets/ORG/NAME[@REVISION]/PATTERN`), or, with format "hf", a local dataset dir or a hub dataset id
+      (`ORG/NAME`, read through the `hf_*` keys below).
     format: "auto" picks by file name: *.jsonl[.gz|.zst] -> jsonl, *.parquet -> parquet, a saved HF dataset
       dir -> hf, anything else -> text.
     doc_split: how plain-text files are cut into documents: one per file, per blank-line block, or per line.
     text_field: the record field holding a document (jsonl, parquet, hf) for task "pretrain".
     weight: relative share of the mixture's training examples (normalised over the sources).
-    hf_split: the split to read when a path is an HF builder or hub name.
+    hf_split: the split to read from a hub dataset or a saved dataset dict.
+    hf_name: the hub dataset's configuration, as its card declares them (CulturaX "nl", FineWeb-2 "nld_Latn");
+      optional when the card has one configuration or a default.
+    hf_data_files: globs inside the hub repo to read instead of a configuration's files ("nl/*.parquet").
+    hf_revision: branch, tag or commit of the hub dataset (default main); a run reads one commit throughout.
+    hf_streaming: read the hub files by ranged requests instead of downloading them to the hub cache first
+      (offline, the cache is read either way).
     """
 
     name: str
@@ -33,10 +41,15 @@ class SourceConfig:
     text_field: str = "text"
     weight: float = 1.0
     hf_split: str = "train"
+    hf_name: str | None = None
+    hf_data_files: tuple[str, ...] = ()
+    hf_revision: str | None = None
+    hf_streaming: bool = False
 
     def __post_init__(self):
-        if isinstance(self.paths, str):
-            object.__setattr__(self, "paths", (self.paths,))
+        for key in ("paths", "hf_data_files"):
+            if isinstance(getattr(self, key), str):
+                object.__setattr__(self, key, (getattr(self, key),))
         if not self.name:
             raise UserError("data source: name must not be empty")
         if not self.paths:

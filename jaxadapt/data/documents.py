@@ -68,13 +68,18 @@ class Documents(grain.IterDataset):
         return f"Documents({self.source.name}, {self.role}, shard {self.start}/{self.step})"
 
 
+def _identity(refs: tuple[FileRef, ...]) -> dict:
+    return {"files": len(refs), "commits": ",".join(sorted({r.commit for r in refs if r.commit}))}
+
+
 class _DocumentsIterator(grain.DatasetIterator):
     def __init__(self, ds: Documents):
         super().__init__()
         self._ds = ds
         # epoch; file (index into the epoch's order); pos (reader offset); rec (record index in the file);
         # seen (records of the epoch, ours or not: decides ownership); kept (documents yielded this epoch)
-        self._state = {"epoch": 0, "file": 0, "pos": 0, "rec": 0, "seen": 0, "kept": 0}
+        # files, commits: what the positions index into, checked on restore (a hub revision may have moved on)
+        self._state = {"epoch": 0, "file": 0, "pos": 0, "rec": 0, "seen": 0, "kept": 0, **_identity(ds.refs)}
         self._records = None
         self._reader: Reader | None = None
         self._at_open: Counter = Counter()
@@ -156,7 +161,14 @@ class _DocumentsIterator(grain.DatasetIterator):
         return dict(self._state)
 
     def set_state(self, state: dict) -> None:
-        self._state = dict(state)
+        now = _identity(self._ds.refs)
+        if "files" in state and (state["files"], state["commits"]) != (now["files"], now["commits"]):
+            name, was = self._ds.source.name, state["commits"] or "local files"
+            raise UserError(
+                f"data source {name!r}: the checkpoint's position is in {state['files']} files ({was}), the source "
+                f"now resolves to {now['files']} ({now['commits'] or 'local files'}), so training cannot resume "
+                "where it stopped; pin hf_revision to the checkpoint's commit, or restore the files")
+        self._state = {**state, **now}
         self._records = None
 
     def __str__(self) -> str:

@@ -7,7 +7,7 @@ offset for text and JSONL, a row index for Parquet and HF datasets), so an itera
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import gzip
 import io
 import os
@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from jaxadapt.data import hub
 from jaxadapt.data.config import SourceConfig
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.io.jsonl import json_object
 
 MAX_FILE_DOC_BYTES = 64 << 20  # doc_split="file" reads a file whole: refuse what should be streamed instead
@@ -30,6 +32,7 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 class FileRef:
     path: str
     format: str  # text | jsonl | parquet | hf
+    commit: str | None = None  # the hub commit a hub dataset's file was resolved at
 
 
 @dataclass
@@ -41,78 +44,101 @@ class Parsed:
 
 
 def resolve(source: SourceConfig) -> tuple[FileRef, ...]:
-    """Expand the source's paths (files, dirs, globs, HF names) into an ordered, duplicate-free file list."""
+    """Expand the source's paths (files, dirs, globs, URLs, hub datasets) into an ordered, duplicate-free file list."""
     refs: dict[str, FileRef] = {}
     for pattern in source.paths:
-        expanded = os.path.expanduser(pattern)
-        if glob.has_magic(expanded):
-            matches = sorted(glob.glob(expanded, recursive=True))
+        if pattern.startswith("hf://"):
+            repo, rev, files = hub.parse_url(pattern)
+            _add_hub(refs, source, _hub_files(source, repo, rev or source.hf_revision, (files,)))
+            continue
+        expanded = pattern if fs.is_url(pattern) else os.path.expanduser(pattern)
+        if fs.has_magic(expanded):
+            matches = fs.glob(expanded)
             if not matches:
                 raise UserError(f"data source {source.name!r}: glob {pattern!r} matched no files")
-        elif os.path.exists(expanded):
+        elif fs.exists(expanded):
             matches = [expanded]
-        elif source.format == "hf":  # an HF builder or hub dataset name
-            refs.setdefault(pattern, FileRef(pattern, "hf"))
+        elif source.format == "hf" and fs.is_hub_id(pattern):
+            _add_hub(refs, source, _hub_files(source, pattern, source.hf_revision, source.hf_data_files))
             continue
         else:
-            raise UserError(f"data source {source.name!r}: no such file or directory: {pattern}")
+            hub_hint = " (a hub dataset id needs format: hf)" if fs.is_hub_id(pattern) else ""
+            raise UserError(f"data source {source.name!r}: no such file or directory: {pattern}{hub_hint}")
         for match in matches:
             for path in [match] if source.format == "hf" else _walk(match):  # an HF dir is one dataset
                 refs.setdefault(path, FileRef(path, _format(path, source)))
     if not refs:
         raise UserError(f"data source {source.name!r}: {', '.join(source.paths)} holds no data files")
     for ref in refs.values():
-        if os.path.exists(ref.path) and not os.access(ref.path, os.R_OK):
+        if not fs.is_url(ref.path) and os.path.exists(ref.path) and not os.access(ref.path, os.R_OK):
             raise UserError(f"data source {source.name!r}: cannot read {ref.path} (permission denied)")
     return tuple(refs.values())
 
 
+def _hub_files(source: SourceConfig, repo: str, revision: str | None, data_files: tuple[str, ...]) -> hub.HubFiles:
+    return hub.resolve(repo, what=f"data source {source.name!r}", name=source.hf_name, split=source.hf_split,
+                       data_files=data_files, revision=revision, streaming=source.hf_streaming)
+
+
+def _add_hub(refs: dict[str, FileRef], source: SourceConfig, files: hub.HubFiles) -> None:
+    """A hub dataset's files, each read by its own format (a repo may mix Parquet and JSONL)."""
+    for path in files.paths:
+        fmt = source.format if source.format not in ("auto", "hf") else _by_name(path)
+        if fmt is None:
+            raise UserError(f"data source {source.name!r}: {path} of hub dataset {files.repo} is neither Parquet, "
+                            "JSONL nor text (.txt); narrow hf_data_files to the files to read")
+        refs.setdefault(path, FileRef(path, fmt, files.commit))
+
+
 def _is_saved_hf(path: str) -> bool:
-    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f))
-                                       for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
+    return not fs.is_url(path) and os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "state.json", "dataset_dict.json"))
 
 
 def _walk(path: str) -> list[str]:
-    if not os.path.isdir(path) or _is_saved_hf(path):
+    if not fs.isdir(path) or _is_saved_hf(path):
         return [path]
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files) if not f.startswith(".")]
-    return found
+    return fs.walk(path)
+
+
+def _by_name(path: str) -> str | None:
+    name = os.path.basename(path).lower()
+    if re.search(r"\.(jsonl|ndjson)(\.gz|\.zst)?$", name):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "text" if re.search(r"\.txt(\.gz|\.zst)?$", name) else None
 
 
 def _format(path: str, source: SourceConfig) -> str:
     if source.format != "auto":
         return source.format
-    name = os.path.basename(path).lower()
     if _is_saved_hf(path):
         return "hf"
-    if re.search(r"\.(jsonl|ndjson)(\.gz|\.zst)?$", name):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    return "text"
+    return _by_name(path) or "text"
 
 
-def open_binary(path: str, pos: int = 0) -> io.BufferedIOBase:
-    """Open a plain, .gz or .zst file as decompressed bytes, positioned at decompressed offset `pos`."""
-    try:
-        if path.endswith(".gz"):
-            f = gzip.open(path, "rb")
-            f.seek(pos)
-            return f
-        if path.endswith(".zst"):
-            import zstandard
+@contextlib.contextmanager
+def open_binary(path: str, pos: int = 0) -> Iterator[io.BufferedIOBase]:
+    """A plain, .gz or .zst file (local or a URL) as decompressed bytes, at decompressed offset `pos`."""
+    with fs.open_read(path) as raw:
+        try:
+            if path.endswith(".gz"):
+                f = gzip.GzipFile(fileobj=raw, mode="rb")
+            elif path.endswith(".zst"):
+                import zstandard
 
-            raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
-            raw.seek(pos)
-            return io.BufferedReader(raw)
-        f = open(path, "rb")
-        f.seek(pos)
-        return f
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+                z = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+                z.seek(pos)  # forward only: decompresses and drops what lies before `pos`
+                f = io.BufferedReader(z)
+            else:
+                f = raw
+            if pos and not path.endswith(".zst"):
+                f.seek(pos)
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        with f:
+            yield f
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:
@@ -225,12 +251,19 @@ class Reader:
             yield pos, b"".join(block).rstrip(b"\r\n")
 
     def _parquet(self, pos: int) -> Iterator[tuple[int, dict]]:
+        """Rows from `pos` on; whole row groups before it are skipped unread (for a URL: never fetched)."""
         import pyarrow.parquet as pq
 
-        try:
-            pf = pq.ParquetFile(self.ref.path)
-        except _read_errors() as e:
-            raise UserError(f"cannot read {self.ref.path} as Parquet: {e}") from None
+        with contextlib.ExitStack() as stack:
+            path = self.ref.path
+            src = stack.enter_context(fs.open_read(path)) if fs.is_url(path) else path
+            try:
+                pf = stack.enter_context(pq.ParquetFile(src))
+            except _read_errors() as e:
+                raise UserError(f"cannot read {path} as Parquet: {e}") from None
+            yield from self._rows(pf, pos)
+
+    def _rows(self, pf, pos: int) -> Iterator[tuple[int, dict]]:
         columns = None
         if not self.want_records:
             names = pf.schema_arrow.names
@@ -256,7 +289,7 @@ class Reader:
 
         path, split = self.ref.path, self.source.hf_split
         try:
-            if not _is_saved_hf(path):  # a builder over local files, or a hub dataset: stream it
+            if not _is_saved_hf(path):  # a dir of data files for the `datasets` builders: stream it
                 stream = datasets.load_dataset(path, split=split, streaming=True)
                 yield from enumerate(stream.skip(pos), pos + 1)
                 return

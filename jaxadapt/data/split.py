@@ -14,22 +14,28 @@ from jaxadapt.data.config import SourceConfig
 from jaxadapt.data.documents import Documents, held_out
 from jaxadapt.data.readers import resolve
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.io.atomic import atomic_dir
 
 
-def corpus_path(spec: str) -> Path:
-    """`debian:LANG` (the cached Debian corpus, fetched on first use) or an existing file/dir."""
+def corpus_path(spec: str) -> str:
+    """`debian:LANG` (the cached Debian corpus, fetched on first use), a URL (`gs://`, `hf://datasets/...`, read
+    as a data source reads it) or an existing file/dir."""
     if spec.startswith("debian:"):
         from jaxadapt.data.debian import corpus
 
-        return corpus(spec.split(":", 1)[1])
-    p = Path(spec)
-    if not p.exists():
+        return str(corpus(spec.split(":", 1)[1]))
+    if not fs.is_url(spec) and not fs.exists(spec):
         from jaxadapt.data.debian import PACKAGES
 
         raise UserError(f"corpus {spec!r}: no such file or directory (or use debian:LANG, LANG one of "
                         f"{', '.join(PACKAGES)})")
-    return p
+    return spec
+
+
+def corpus_name(path: str) -> str:
+    """A short name for a corpus path: its file name without the extension."""
+    return Path(path.rstrip("/")).stem
 
 
 def read_texts(name: str, path: str, max_docs: int = 0) -> list[str]:
@@ -59,7 +65,7 @@ def split_corpus(spec: str, out: Path, fraction: float, max_heldout: int = 0) ->
     if not 0 < fraction < 1:
         raise UserError(f"--heldout-fraction={fraction}: expected a number between 0 and 1")
     path = corpus_path(spec)
-    train, held = split_texts(read_texts(path.stem, str(path)), fraction, max_heldout)
+    train, held = split_texts(read_texts(corpus_name(path), path), fraction, max_heldout)
     with atomic_dir(out) as tmp:
         for name, texts in (("train", train), ("heldout", held)):
             with open(tmp / f"{name}.jsonl", "w", encoding="utf-8") as fh:

@@ -34,7 +34,7 @@ def read_corpus(option: str, name: str, path: str, max_docs: int = 0, max_bytes:
     if max_bytes < 0:
         raise UserError(f"--max-bytes {max_bytes}: expected >= 0 (0: all)")
     try:
-        texts = cap_bytes(read_texts(name, str(corpus_path(str(path))), max_docs), max_bytes)
+        texts = cap_bytes(read_texts(name, corpus_path(str(path)), max_docs), max_bytes)
     except UserError as e:
         raise UserError(f"{option} {name}: {e}") from None
     if not texts:

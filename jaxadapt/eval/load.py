@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 
 
 def load_for_eval(spec: str):
@@ -28,9 +29,9 @@ def model_home(spec: str) -> Path | None:
     return checkpoint_dir(str(yaml.safe_load((run[0] / "config.yaml").read_text())["model"]["path"]))
 
 
-def _run(spec: str) -> tuple[Path, int | None] | None:
-    """(run dir, step or None for the latest) when `spec` is a run dir or one of its checkpoints."""
-    path = Path(spec)
+def _run(spec: str):
+    """(run dir, step or None for the latest) when `spec` is a run dir or one of its checkpoints (local or a URL)."""
+    path = fs.path(spec)
     if (path / "config.yaml").exists():
         return path, None
     if path.parent.name == "checkpoints" and path.name.isdigit() and (path.parent.parent / "config.yaml").exists():
@@ -38,7 +39,7 @@ def _run(spec: str) -> tuple[Path, int | None] | None:
     return None
 
 
-def _restored(run_dir: Path, step: int | None):
+def _restored(run_dir, step: int | None):
     from jaxadapt.sharding import make_mesh
     from jaxadapt.train.export import restore_model
 

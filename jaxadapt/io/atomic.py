@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 
 
 def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (), overwrite: bool = False,
@@ -24,6 +25,8 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     An output that equals or contains an input is refused; so is an existing file, and an existing non-empty dir
     unless `overwrite`. The nearest existing parent must be a writable dir.
     """
+    if fs.is_url(str(out)):
+        return _check_url_output(str(out), overwrite, what)
     out = Path(out)
     here = out.resolve()
     for src in inputs:
@@ -41,6 +44,15 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
         raise UserError(f"{what} {out}: exists and is not empty ({listing}); pass --overwrite to replace the files "
                         "this command writes (nothing else there is touched), or choose another path")
     return _writable(out, what)
+
+
+def _check_url_output(out: str, overwrite: bool, what: str):
+    if not overwrite and fs.has_files(out):
+        held = sorted(p.name for p in fs.path(out).iterdir())
+        listing = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise UserError(f"{what} {out}: exists and is not empty ({listing}); pass --overwrite to replace the files "
+                        "this command writes (nothing else there is touched), or choose another path")
+    return fs.path(out)
 
 
 def check_file_output(out: str | os.PathLike, what: str = "output") -> Path:
@@ -72,6 +84,10 @@ def atomic_dir(out: str | os.PathLike, replaces: tuple[str, ...] = ()) -> Iterat
     (swapped aside, removed after), and so do entries matching the `replaces` globs: files of the same kind that
     this write would leave stale (another shard count of a model). Nothing else in `out` is touched.
     """
+    if fs.is_url(str(out)):
+        with _url_dir(str(out), replaces) as tmp:
+            yield tmp
+        return
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +106,33 @@ def atomic_dir(out: str | os.PathLike, replaces: tuple[str, ...] = ()) -> Iterat
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def _url_dir(out: str, replaces: tuple[str, ...]) -> Iterator[Path]:
+    """An object store has no rename: the dir is built locally, then published object by object, configs last
+    (`config.json`, `adapter_config.json`: what loaders open first), so an upload cut short leaves no dir that a
+    loader takes for complete. Stale objects of the kinds written (`replaces`) are deleted before the upload."""
+    tmp = Path(tempfile.mkdtemp(prefix="jaxadapt-upload-"))
+    try:
+        yield tmp
+        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=_publish_order)
+        names = {p.relative_to(tmp).parts[0] for p in files}
+        store, root = fs.filesystem(out)
+        if store.exists(root):
+            for held in store.ls(root, detail=False):
+                name = held.rstrip("/").rsplit("/", 1)[-1]
+                if name in names or any(fnmatch.fnmatch(name, g) for g in replaces):
+                    store.rm(held, recursive=True)
+        for p in files:
+            store.put_file(str(p), f"{root.rstrip('/')}/{p.relative_to(tmp).as_posix()}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish_order(p: Path) -> tuple[int, str]:
+    last = p.name in ("config.json", "adapter_config.json")
+    return (2 if last else 1 if p.suffix == ".json" else 0), str(p)
 
 
 def _merge(tmp: Path, out: Path, replaces: tuple[str, ...]) -> None:
@@ -113,6 +156,8 @@ def atomic_file(out: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
     try:
         with os.fdopen(fd, mode, **kw) as fh:
             yield fh
+            fh.flush()
+            os.fsync(fh.fileno())  # the new content is on disk before the name points at it
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

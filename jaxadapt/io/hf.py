@@ -22,8 +22,10 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from jaxadapt.config import ModelConfig
-from jaxadapt.errors import UserError
+from jaxadapt.errors import UserError, first_line
 from jaxadapt.io.atomic import atomic_dir
+from jaxadapt import fs
+from jaxadapt.fs import is_hub_id, is_url, local_copy
 from jaxadapt.io.safetensors import CheckpointError, open_checkpoint, plan_shards, write_safetensors
 from jaxadapt.model import LlamaForCausalLM, Runtime, abstract_model
 from jaxadapt.sharding import path_str, tree_shardings
@@ -80,11 +82,6 @@ def by_param(cfg: ModelConfig) -> dict[str, list[tuple[str, int | None, bool]]]:
 
 
 # ---------------------------------------------------------------------------------------------- load
-def is_hub_id(spec: str | os.PathLike) -> bool:
-    """`org/name` as the hub spells repo ids (a relative path such as ./x/y or ../x is not one)."""
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", str(spec))) and not str(spec).startswith((".", "/"))
-
-
 def resolve_local(spec: str | os.PathLike) -> Path:
     """An existing file or dir as is; else a hub id's snapshot (resolve); else the path, for the caller to report
     missing. For arguments that may also be a file (a tokenizer.json), which `resolve` refuses."""
@@ -93,7 +90,11 @@ def resolve_local(spec: str | os.PathLike) -> Path:
 
 
 def resolve(path_or_hub_id: str | os.PathLike) -> Path:
-    """A local dir as is; an `org/name` hub id through huggingface_hub (the only network path)."""
+    """A local dir as is; a URL (`gs://...`) mirrored into the cache; an `org/name` hub id through huggingface_hub."""
+    if is_url(str(path_or_hub_id)):
+        from jaxadapt.assets import cache_dir
+
+        return Path(local_copy(str(path_or_hub_id), str(cache_dir("remote"))))
     p = Path(path_or_hub_id)
     if p.exists():
         if not p.is_dir():
@@ -106,10 +107,8 @@ def resolve(path_or_hub_id: str | os.PathLike) -> Path:
             return Path(snapshot_download(str(path_or_hub_id), allow_patterns=["*.json", "*.safetensors",
                                                                                 "tokenizer*", "*.jinja"]))
         except Exception as e:  # the network boundary: offline, not found, gated, connection errors alike
-            why = (str(e).strip().splitlines() or [""])[0]
-            why = why if len(why) <= 200 else why[:200].rsplit(" ", 1)[0] + " ..."
             raise CheckpointError(f"{p}: no such directory, and the hub id {str(path_or_hub_id)!r} cannot be had "
-                                  f"({type(e).__name__}: {why})") from None
+                                  f"({first_line(e)})") from None
     raise CheckpointError(f"{p}: no such directory (and not a hub id of the form org/name)")
 
 
@@ -218,7 +217,7 @@ def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dty
     sharded parameters is collective); only process 0 writes.
     """
     cfg: ModelConfig = model.config
-    out = Path(out_dir)
+    out = fs.path(out_dir)
     params = {path_str(p): leaf for p, leaf in
               jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]}
     np_dtype = np.dtype(jnp.dtype(dtype or model.runtime.param_dtype))
@@ -279,7 +278,7 @@ def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ..
         _write_tokenizer(tokenizer, tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-    return Path(out_dir)
+    return fs.path(out_dir)
 
 
 def _hf_order(name: str):

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.io.hf import load_pretrained, read_config, resolve, save_pretrained
 from jaxadapt.lep.maps import METHODS, estimate
 from jaxadapt.model import LlamaForCausalLM
@@ -45,7 +46,7 @@ class Donor:
 
 def load_donor(path) -> Donor:
     """An HF dir, or a jaxadapt run dir (its latest checkpoint; LoRA factors kept for merging)."""
-    p = Path(path)
+    p = fs.path(path)
     if (p / "checkpoints").is_dir() and (p / "config.yaml").exists():
         from jaxadapt.train.export import restore_model
         from jaxadapt.train.lora import has_lora
@@ -53,7 +54,7 @@ def load_donor(path) -> Donor:
         model, cfg, _, _ = restore_model(p)
         tok = read_tokenizer(cfg.model.tokenizer or cfg.model.path)
         return Donor(str(p), model.config, tok, *_matrices(model), lora=model if has_lora(model) else None)
-    d = resolve(p)
+    d = resolve(str(p))
     model = load_pretrained(d, dtype="float32")
     return Donor(str(d), model.config, read_tokenizer(d), *_matrices(model))
 

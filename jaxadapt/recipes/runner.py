@@ -14,6 +14,11 @@ output, so a train stage resumes from its last checkpoint; outputs left by a dif
 Each stage runs as `python -m jaxadapt.cli ...` so its accelerator memory is freed when it ends and each stage
 gets the device to itself. SIGTERM/SIGINT are passed on to the stage (train saves and exits 0) and the stage is
 recorded as stopped, never as complete.
+
+On several hosts (`jaxadapt run` started on every worker, runs_root on storage they share), the COLLECTIVE stages
+(train, calibrate, eval) run on every process, one JAX process each; the others (tokenizers, vocab adapt, propagate,
+export, ...) run once, on process 0, as a single process on its CPU (a pod slice's accelerators start only all
+together), while the others wait. Process 0 alone writes the records, so the stage chain is its.
 """
 
 from __future__ import annotations
@@ -37,28 +42,73 @@ from jaxadapt.recipes.schema import Recipe
 
 RECORD = "stage.json"
 LOG = "log.txt"
+COLLECTIVE = ("train", "calibrate", "eval")  # commands that start jax.distributed: every process takes part
+# What makes a child one process of many (train/distributed.py); a stage run by process 0 alone goes without.
+_MULTI = ("JAXADAPT_COORDINATOR", "JAXADAPT_NUM_PROCESSES", "JAXADAPT_PROCESS_ID", "JAXADAPT_DISTRIBUTED",
+          "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
 
 
 def run_recipe(recipe: Recipe, source: str | Path, dry_run: bool = False) -> Path:
     """Run (or with `dry_run` only list) the stages not done yet; returns the run dir."""
+    from jaxadapt.train.distributed import process_slot
+
     stages = plan(recipe, source)
     root = run_dir(recipe)
-    if not dry_run:
+    index, count = process_slot()
+    if not dry_run and index == 0:
         save_resolved(resolved(recipe, stages), root, "recipe.yaml")
     upstream = None
     for st in stages:
         sdir = stage_dir(recipe, st.name)
         record = read_record(sdir)
         key = {"config_hash": st.config_hash, "upstream": upstream}
-        if record and record.get("status") == "complete" and _key(record) == key and Path(st.out).exists():
+        if _complete(record, key) and Path(st.out).exists():
             _say(f"[{st.name}] done with config {st.config_hash}: skipped")
             upstream = record["run_id"]
         elif dry_run:
             _say(f"[{st.name}] would run: jaxadapt {shlex.join(st.args)}")
             upstream = "pending"
+        elif index == 0:
+            upstream = _run_stage(st, sdir, record, key, alone=count > 1 and st.kind not in COLLECTIVE)
         else:
-            upstream = _run_stage(st, sdir, record, key)
+            upstream = _follow_stage(st, sdir, key, index)
     return root
+
+
+def _complete(record: dict | None, key: dict) -> bool:
+    return bool(record) and record.get("status") == "complete" and _key(record) == key
+
+
+def _follow_stage(st: PlannedStage, sdir: Path, key: dict, index: int) -> str:
+    """A process other than 0: wait for process 0's record of the stage; for a train stage, train with the others
+    once process 0 has started it (it first clears an output of another config and writes the stage's files)."""
+    if st.kind in COLLECTIVE:
+        _say(f"[{st.name}] process {index}: waiting for process 0 to start it")
+        _await(st, sdir, key, ("running", "complete"))
+        _say(f"[{st.name}] process {index}: running: jaxadapt {shlex.join(st.args)}")
+        code, stopped = execute(list(st.args), sdir / f"log.process-{index}.txt")
+        if stopped or code:
+            raise UserError(f"stage {st.name}: process {index} " + (f"stopped by {stopped}" if stopped else
+                                                                    f"exited with code {code}"))
+    else:
+        _say(f"[{st.name}] process {index}: waiting for process 0 to run it")
+    return _await(st, sdir, key, ("complete",))["run_id"]
+
+
+def _await(st: PlannedStage, sdir: Path, key: dict, statuses: tuple[str, ...], grace: float = 120.0) -> dict:
+    """Poll process 0's record of the stage until it has this key and one of `statuses`. A failed or stopped record
+    counts once it has stood for `grace` seconds (it may be left by an earlier attempt that process 0 is about to
+    replace); a running stage has no time limit."""
+    ended_since = None
+    while True:
+        record = read_record(sdir)
+        if record and _key(record) == key and record.get("status") in statuses:
+            return record
+        ended = record is not None and record.get("status") in ("failed", "stopped")
+        ended_since = (ended_since or time.monotonic()) if ended else None
+        if ended_since is not None and time.monotonic() - ended_since > grace:
+            raise UserError(f"stage {st.name}: process 0 recorded it as {record['status']} ({sdir / RECORD})")
+        time.sleep(0.5)
 
 
 def read_record(sdir: Path) -> dict | None:
@@ -68,10 +118,14 @@ def read_record(sdir: Path) -> dict | None:
         return None
 
 
-def execute(args: list[str], log: Path) -> tuple[int, str | None]:
-    """Run `jaxadapt ARGS` in a child, echoing its output into `log`; returns (exit code, signal that stopped it)."""
+def execute(args: list[str], log: Path, alone: bool = False) -> tuple[int, str | None]:
+    """Run `jaxadapt ARGS` in a child, echoing its output into `log`; returns (exit code, signal that stopped it).
+    alone: as a single process on the CPU, whatever the launcher's environment says."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if alone:
+        env = {k: v for k, v in env.items() if k not in _MULTI} | {"JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen([sys.executable, "-m", "jaxadapt.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.STDOUT, text=True, env=env)
     stopped: list[str] = []
 
     def forward(signum, _frame):
@@ -93,7 +147,7 @@ def execute(args: list[str], log: Path) -> tuple[int, str | None]:
             signal.signal(s, handler)
 
 
-def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict) -> str:
+def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict, alone: bool = False) -> str:
     out = Path(st.out)
     if record is not None and _key(record) != key and out.is_relative_to(sdir) and out.exists():
         _say(f"[{st.name}] removing {out}: written with another config or upstream")
@@ -109,7 +163,7 @@ def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict) -> 
     _write_record(sdir, {**base, "status": "running", "started": _now()})
     _say(f"[{st.name}] running: jaxadapt {shlex.join(st.args)}")
     t0 = time.time()
-    code, stopped = execute(list(st.args), sdir / LOG)
+    code, stopped = execute(list(st.args), sdir / LOG, alone)
     seconds = round(time.time() - t0, 1)
     if stopped or code != 0 or not out.exists():
         status = "stopped" if stopped else "failed"

@@ -1,8 +1,9 @@
 """Checkpoints with orbax: trainable params, optimizer state, step and RNG (one sharded pytree), the data
 iterator state and the resolved config (JSON), under run_dir/checkpoints/<step>/.
 
-Orbax writes each step into a temporary directory and renames it when complete, so a process killed mid-write
-leaves no directory that `latest_step` would pick up. A step that was complete but no longer restores (a disk
+Orbax writes each step into a temporary directory and renames it when complete (on an object store, which cannot
+rename, it writes a commit marker last), so a process killed mid-write leaves no step that `latest_step` would pick
+up; `directory` may be a `gs://` URL. A step that was complete but no longer restores (a disk
 error, a truncated or deleted file) is set aside as `corrupt-STEP-TIME` and the previous step is tried. Saves are
 asynchronous: the train loop continues while the previous step is written. Restoring uses the abstract state with
 its shardings, so every device reads only its own shards.
@@ -20,13 +21,14 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, async_save: bool = True, writer: bool = True):
         """writer=False (export, eval): no directory is created and no leftover temporary step is cleaned up, so
         reading a run changes nothing in it and leaves no background thread behind."""
-        self.directory = Path(directory).absolute()
+        self.directory = fs.path(directory) if fs.is_url(str(directory)) else Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
             preservation_policy=pp.LatestN(keep),
             enable_async_checkpointing=async_save,
@@ -69,11 +71,11 @@ class Checkpointer:
                             "start the run under another name, or move them back to retry")
         return None
 
-    def set_aside(self, step: int) -> Path:
+    def set_aside(self, step: int):
         """Rename a step dir to a name orbax does not read as a step; nothing is deleted."""
         aside = self.directory / f"corrupt-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
         if jax.process_index() == 0:
-            (self.directory / str(step)).rename(aside)
+            fs.move(self.directory / str(step), aside)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

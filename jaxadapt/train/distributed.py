@@ -31,3 +31,17 @@ def maybe_initialize() -> bool:
         return False
     _done = True
     return True
+
+
+def process_slot() -> tuple[int, int]:
+    """(this process's index, the process count) as the launcher's environment states them, without starting
+    JAX (a recipe runner must not hold the coordinator its train stages start): the explicit variables, SLURM's,
+    or a TPU pod's (TPU_WORKER_ID, set by scripts/tpu/launch.sh from the VM's metadata)."""
+    env = os.environ
+    for index, count in (("JAXADAPT_PROCESS_ID", "JAXADAPT_NUM_PROCESSES"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if env.get(index) and env.get(count):
+            return int(env[index]), int(env[count])
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    if len(hosts) > 1 and env.get("TPU_WORKER_ID"):
+        return int(env["TPU_WORKER_ID"]), len(hosts)
+    return 0, 1

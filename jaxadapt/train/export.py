@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from jaxadapt.config.loader import load_config
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.io.hf import save_pretrained
 from jaxadapt.model import Runtime
 from jaxadapt.sharding import reading_mesh
@@ -21,7 +21,7 @@ from jaxadapt.train.step import build_engine
 def restore_model(run_dir, step: int | None = None):
     """(model with the checkpoint's trained params, RunConfig, tokenizer, step), on any number of devices: the
     returned config's mesh is the one the model was restored onto (the run's own, if these devices allow it)."""
-    run_dir = Path(run_dir)
+    run_dir = fs.path(run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.exists():
         raise UserError(f"{run_dir}: not a run dir (no config.yaml)")
@@ -50,7 +50,7 @@ def restore_model(run_dir, step: int | None = None):
     return engine.model(state["params"]), cfg, tokenizer, step
 
 
-def export(run_dir, out_dir, step: int | None = None, mode: str = "merge") -> Path:
+def export(run_dir, out_dir, step: int | None = None, mode: str = "merge"):
     """mode: 'merge' (LoRA folded into the weights, one HF dir) or 'peft' (a PEFT adapter dir)."""
     model, cfg, tokenizer, _ = restore_model(run_dir, step)
     parts = trainable_parts(cfg.train.trainable)

@@ -17,7 +17,6 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Protocol
 
 import jax
@@ -26,6 +25,7 @@ import numpy as np
 
 from jaxadapt.config.loader import save_resolved, to_dict
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.model import Runtime
 from jaxadapt.perf import device_peak_flops, train_flops_per_token
 from jaxadapt.sharding import make_mesh
@@ -70,12 +70,13 @@ class _Stop:
             signal.signal(s, h)
 
 
-def run_dir_of(cfg: RunConfig) -> Path:
-    return Path(cfg.runs_root) / cfg.name
+def run_dir_of(cfg: RunConfig):
+    """runs_root/name: a local path, or a `gs://` (any fsspec) URL."""
+    return fs.path(cfg.runs_root) / cfg.name
 
 
 def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | None = None,
-          allow_changes: bool = False) -> Path:
+          allow_changes: bool = False):
     """Train per `cfg`; `data`/`eval_data` default to the pipeline built from cfg.data. Returns the run dir.
 
     A run dir with checkpoints is resumed; `allow_changes` lets a resume change keys other than rundir.FIXED."""
@@ -96,7 +97,7 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
             raise
 
 
-def _train(cfg: RunConfig, mesh, rdir: Path, data, eval_data, allow_changes: bool) -> Path:
+def _train(cfg: RunConfig, mesh, rdir, data, eval_data, allow_changes: bool):
     t = cfg.train
     parts = trainable_parts(t.trainable)
     ckpt = Checkpointer(rdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
@@ -162,6 +163,7 @@ def _train(cfg: RunConfig, mesh, rdir: Path, data, eval_data, allow_changes: boo
                 logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, engine.logits_chunk))
             last = step == t.steps
             if last or step % cfg.checkpoint.every == 0 or stop.signal:
+                logger.flush()  # a resume from this step keeps the rows up to it
                 ckpt.save(step, state, data.get_state(), meta)
             if stop.signal:
                 ckpt.wait()

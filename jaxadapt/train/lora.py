@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxadapt.errors import UserError
+from jaxadapt import fs
 from jaxadapt.io.atomic import atomic_dir
 from jaxadapt.io.safetensors import write_safetensors
 from jaxadapt.model import Linear, LlamaForCausalLM, LoRAParam
@@ -119,4 +120,4 @@ def save_peft_adapter(model: LlamaForCausalLM, cfg: LoraConfig, out_dir, *, embe
     with atomic_dir(out_dir) as tmp:
         write_safetensors(tmp / "adapter_model.safetensors", specs, arrays.__getitem__)
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
-    return Path(out_dir)
+    return fs.path(out_dir)

@@ -2,8 +2,9 @@
 aside), a metrics log without the rows of steps that a resume repeats, and no run dir left by a failed start.
 
 The lock is an advisory `flock` on run_dir/.lock held by process 0 for the whole run; the kernel drops it when the
-process dies, so a killed trainer never leaves a stale lock on a local disk (NFS and object stores do not honour
-it). The holder's host, pid and start time are written into the file for the refusal message.
+process dies, so a killed trainer never leaves a stale lock on a local disk (NFS does not honour it). The holder's
+host, pid and start time are written into the file for the refusal message. A run dir on an object store (`gs://`)
+is not locked: a lock object would outlive a preempted holder and block the very resume it should allow.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import datetime
 import fcntl
 import json
 import os
-import shutil
 import socket
 from pathlib import Path
 
 import yaml
 
 from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import atomic_file
+from jaxadapt import fs
 
 LOCK = ".lock"
 HISTORY = "config_history.jsonl"
@@ -33,9 +33,9 @@ WHERE = ("mesh.",)
 
 
 class RunLock:
-    def __init__(self, run_dir: Path, active: bool = True):
-        self.path = Path(run_dir) / LOCK
-        self.active = active
+    def __init__(self, run_dir, active: bool = True):
+        self.path = fs.path(run_dir) / LOCK
+        self.active = active and not fs.is_url(str(run_dir))
         self.fh = None
 
     def __enter__(self):
@@ -73,7 +73,7 @@ def check_resume(run_dir: Path, config: dict, step: int, allow_changes: bool) ->
 
     Returns {dotted key: (recorded, new)} of the changes, which the caller records with `record_changes`. A change
     of a FIXED key is an error; any other change but of WHERE keys needs `allow_changes`."""
-    recorded_file = Path(run_dir) / "config.yaml"
+    recorded_file = fs.path(run_dir) / "config.yaml"
     if not recorded_file.is_file():
         return {}
     try:
@@ -101,25 +101,26 @@ def record_changes(run_dir: Path, step: int, changes: dict[str, tuple]) -> None:
         return
     row = {"step": step, "time": datetime.datetime.now().isoformat(timespec="seconds"),
            "changed": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}}
-    with open(Path(run_dir) / HISTORY, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    fs.append_text(fs.path(run_dir) / HISTORY, json.dumps(row) + "\n")
 
 
 def truncate_metrics(run_dir: Path, step: int) -> int:
     """Drop the metrics rows after `step` (logged before a kill, and about to be logged again); returns how many."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = fs.path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return 0
     lines = path.read_text().splitlines(keepends=True)
     keep = [line for line in lines if _step_of(line) <= step]
     if len(keep) < len(lines):
-        with atomic_file(path) as fh:
-            fh.writelines(keep)
+        fs.write_text(path, "".join(keep))
     return len(lines) - len(keep)
 
 
-def first_missing(path: Path) -> Path | None:
-    """The highest missing dir on the way to `path` (what creating it makes), None if it exists."""
+def first_missing(path):
+    """The highest missing dir on the way to `path` (what creating it makes), None if it exists. On an object
+    store, dirs are prefixes: the run dir itself when nothing is under it."""
+    if fs.is_url(str(path)):
+        return None if fs.has_files(path) else fs.path(path)
     path = Path(path).absolute()
     if path.exists():
         return None
@@ -128,15 +129,17 @@ def first_missing(path: Path) -> Path | None:
     return path
 
 
-def remove_if_unused(run_dir: Path, created: Path) -> None:
+def remove_if_unused(run_dir, created) -> None:
     """Remove a run dir that this trainer created (with the missing dirs above it, up to `created`) when it failed
     before it logged a step or began a checkpoint (a model that does not load, a shape error): a failed start leaves
     nothing behind. Anything else is kept."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = fs.path(run_dir) if fs.is_url(str(run_dir)) else Path(run_dir).absolute()
     ckpts, metrics = run_dir / "checkpoints", run_dir / "metrics.jsonl"
-    if (ckpts.is_dir() and any(ckpts.iterdir())) or (metrics.is_file() and metrics.stat().st_size):
+    if fs.has_files(ckpts) or (metrics.is_file() and metrics.read_text().strip()):
         return
-    shutil.rmtree(run_dir, ignore_errors=True)
+    fs.rmtree(run_dir)
+    if fs.is_url(str(run_dir)):
+        return
     d = run_dir
     while d != created and d.parent.is_dir() and not any(d.parent.iterdir()):
         d = d.parent

@@ -9,8 +9,8 @@ Usage: scripts/tpu/launch.sh --name NAME --zone ZONE [options] -- jaxadapt COMMA
 
   --file FILE       run each line of FILE in turn (e.g. the launch.txt of `jaxadapt sweep --emit`);
                     a failed line does not stop the next
-  --runs-root DIR   append runs_root=DIR to each command: a dir every worker sees (a shared disk or a
-                    gcsfuse mount), since all workers write one run dir and checkpoints
+  --runs-root DIR   append runs_root=DIR to each command: a dir every worker sees, since all workers write
+                    one run dir and checkpoints; a bucket (gs://BUCKET/runs) is read and written directly
   --job NAME        the log's name (default: jaxadapt)
   --project P       the GCP project (default: gcloud's)
   --dry-run         print the gcloud command, run nothing
@@ -41,7 +41,13 @@ else
   [ ${#CMD[@]} -gt 0 ] || die "no command: put it after --, e.g. -- jaxadapt train configs/x.yaml"
   LINES+=("$(for w in "${CMD[@]}"; do printf '%s ' "$(squote "$w")"; done | sed 's/ $//')")
 fi
-SCRIPT='cd ~/jaxadapt && . .venv/bin/activate && export JAXADAPT_DISTRIBUTED=1 || exit 1'
+# TPU_WORKER_ID / TPU_WORKER_HOSTNAMES from the VM's metadata: `jaxadapt run` reads them to run a recipe's
+# non-training stages on worker 0 only (the other workers wait), without starting JAX.
+MD='http://metadata.google.internal/computeMetadata/v1/instance/attributes'
+SCRIPT="cd ~/jaxadapt && . .venv/bin/activate && export JAXADAPT_DISTRIBUTED=1 || exit 1"
+SCRIPT="$SCRIPT; export TPU_WORKER_ID=\${TPU_WORKER_ID:-\$(curl -s -H Metadata-Flavor:Google $MD/agent-worker-number)}"
+SCRIPT="$SCRIPT; export TPU_WORKER_HOSTNAMES=\${TPU_WORKER_HOSTNAMES:-\$(curl -s -H Metadata-Flavor:Google \
+$MD/worker-network-endpoints | tr ',' '\\n' | awk -F: '{print \$3}' | paste -sd, -)}"
 for line in "${LINES[@]}"; do
   if [ -n "$RUNS_ROOT" ]; then line="$line runs_root=$(squote "$RUNS_ROOT")"; fi
   SCRIPT="$SCRIPT; $line"

@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
 done
 gcloud_flags
 [ -z "$REF" ] || [ -n "$REPO" ] || die "--ref needs --repo"
-INSTALL='cd ~/jaxadapt && bash scripts/setup.sh && .venv/bin/python -m pip install -q -U "jax[tpu]"'
+INSTALL='cd ~/jaxadapt && bash scripts/setup.sh && .venv/bin/python -m pip install -q -U "jax[tpu]" -e ".[gcs]"'
 if [ -n "$REPO" ]; then
   FETCH="(test -d ~/jaxadapt/.git || git clone $(printf %q "$REPO") ~/jaxadapt) && git -C ~/jaxadapt fetch -q"
   if [ -n "$REF" ]; then FETCH="$FETCH && git -C ~/jaxadapt checkout -q $(printf %q "$REF")"; fi

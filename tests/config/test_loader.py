@@ -155,6 +155,27 @@ def test_override_replaces_a_section(tmp_path):
     assert cfg.train.optim == Optim(learning_rate=0.1)
 
 
+@dataclass(frozen=True)
+class Source:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Mixture:
+    sources: tuple[Source, ...] = ()
+
+
+def test_override_steps_into_a_list(tmp_path):
+    path = write(tmp_path, "x.yaml", "sources: [{name: a}, {name: b, weight: 2}]\n")
+    cfg = load_config(Mixture, path, ["sources.1.weight=0.5"])
+    assert cfg.sources == (Source("a"), Source("b", 0.5))
+    assert error(tmp_path, "sources: [{name: a}]\n", ["sources.1.weight=3"], schema=Mixture) == (
+        "override 'sources.1.weight=3': sources is a list of 1; '1' is not an index into it")
+    assert error(tmp_path, "sources: [{name: a}]\n", ["sources.0.wieght=3"], schema=Mixture).startswith(
+        "sources[0].wieght: unknown key (did you mean sources[0].weight?) in override")
+
+
 def test_override_errors(tmp_path):
     assert error(tmp_path, "train: {steps: 1}\n", ["train.optim.learnig_rate=1"]) == (
         "train.optim.learnig_rate: unknown key (did you mean train.optim.learning_rate?) in override")

@@ -113,3 +113,45 @@ def test_records_mode_yields_whole_rows(tmp_path):
     docs = list(Documents(source, resolve(source), role="all", validation_fraction=0.0, records=True, epochs=1))
     assert sorted(d["doc"]["id"] for d in docs) == list(range(len(DOCS)))
     assert [d["where"] for d in docs[:2]] == [f"{tmp_path / 'a.jsonl'}:1", f"{tmp_path / 'a.jsonl'}:2"]
+
+
+def _in_memory(source: SourceConfig, tmp_path, name: str) -> SourceConfig:
+    """The same files under `memory://NAME/`, read through fsspec as a bucket would be (the path is rewritten)."""
+    import fsspec
+
+    mem = fsspec.filesystem("memory")
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            mem.pipe(f"/{name}/{f.relative_to(tmp_path)}", f.read_bytes())
+    paths = tuple(p.replace(str(tmp_path), f"memory://{name}") for p in source.paths)
+    return SourceConfig(source.name, paths, format=source.format, doc_split=source.doc_split,
+                        text_field=source.text_field)
+
+
+URL_FORMATS = [_jsonl, _jsonl_gz, _jsonl_zst, _parquet, _text_lines, _text_blocks, _text_files_in_dir, _glob]
+
+
+@pytest.mark.parametrize("make", URL_FORMATS, ids=lambda f: f.__name__[1:])
+def test_urls_read_like_local_files(tmp_path, make, request):
+    """A URL source (fsspec: gs://, s3://, memory://) yields the same documents and resumes from the same positions."""
+    local = make(tmp_path)
+    url = _in_memory(local, tmp_path, request.node.name.replace("[", "-").rstrip("]"))
+    assert all(p.startswith("memory://") for p in url.paths)
+    assert stream(url) == stream(local)
+    refs = resolve(url)
+    assert [r.format for r in refs] == [r.format for r in resolve(local)]
+    reader = Reader(refs[-1], url, want_records=False)
+    records = list(reader.records(0))
+    pos, _ = records[len(records) // 2]
+    assert list(reader.records(pos)) == records[len(records) // 2 + 1:]
+
+
+def test_a_url_that_names_nothing_is_one_line(tmp_path):
+    from jaxadapt.errors import UserError
+
+    with pytest.raises(UserError, match=r"source 's': no such file or directory: memory://nowhere/a.jsonl"):
+        resolve(SourceConfig("s", ("memory://nowhere/a.jsonl",)))
+    with pytest.raises(UserError, match=r"glob 'memory://nowhere/\*.jsonl' matched no files"):
+        resolve(SourceConfig("s", ("memory://nowhere/*.jsonl",)))
+    with pytest.raises(UserError, match=r"unknown protocol 'nosuchfs'"):
+        resolve(SourceConfig("s", ("nosuchfs://b/a.jsonl",)))

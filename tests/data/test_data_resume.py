@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
-from datahelpers import make_docs, write_jsonl
+from datahelpers import assert_same, make_docs, resume_check, write_jsonl
 
 from jaxadapt.data import DataConfig, SourceConfig, build_train_iterator
 from jaxadapt.errors import UserError
@@ -22,29 +21,6 @@ def corpus(tmp_path, chat: bool = False) -> tuple[SourceConfig, ...]:
     write_jsonl(tmp_path / "en.jsonl", [{"text": d} for d in make_docs(100, seed=3, max_words=15)])
     return (SourceConfig("nl", (str(tmp_path / "nl*.jsonl"),), weight=0.7),
             SourceConfig("en", (str(tmp_path / "en.jsonl"),), weight=0.3))
-
-
-def assert_same(a: list[dict], b: list[dict]):
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        assert x.keys() == y.keys()
-        for k in x:
-            np.testing.assert_array_equal(x[k], y[k])
-
-
-def resume_check(cfg, tokenizer, skip: int, after: int = 4):
-    it = build_train_iterator(cfg, tokenizer)
-    for _ in range(skip):
-        next(it)
-    state = json.loads(json.dumps(it.get_state()))
-    expected = [next(it) for _ in range(after)]
-    it.close()
-    again = build_train_iterator(cfg, tokenizer)
-    again.set_state(state)
-    got = [next(again) for _ in range(after)]
-    again.close()
-    assert_same(expected, got)
-    return expected
 
 
 @pytest.mark.parametrize("task,skip", [("pretrain", 3), ("pretrain", 45), ("sft", 5)])

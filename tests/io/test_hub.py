@@ -1,24 +1,19 @@
 """Hub model ids (`org/name`) wherever a command takes a model, against a real hub-cache layout built in tmp_path.
 
 `jaxadapt.io.hf.resolve` reaches the hub only through `huggingface_hub.snapshot_download`; offline (conftest sets
-HF_HUB_OFFLINE) it answers from the cache: `models--ORG--NAME/refs/main` names a commit and
-`snapshots/<commit>/` holds the files, each a symlink into `blobs/` as the hub client writes them. snapshot_download
-reads `huggingface_hub.constants.HF_HUB_CACHE` at each call (the env var only at import), so patching the constant
-points every command at this cache. Each command is run twice through the real CLI, once with the hub id and once
-with the snapshot's local path, and the results must be the same bits.
+HF_HUB_OFFLINE) it answers from the cache (tests/hubcache.py). Each command is run twice through the real CLI, once
+with the hub id and once with the snapshot's local path, and the results must be the same bits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import socket
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 import yaml
+from hubcache import add_snapshot, offline
 from tinymodels import build_tiny_lm
 
 from jaxadapt.cli import main
@@ -32,16 +27,8 @@ def hub(tmp_path_factory):
     """(hub cache dir, snapshot dir, corpora dir): the tiny Llama as the hub client caches `tiny-org/tiny-llama`."""
     root = tmp_path_factory.mktemp("hub")
     model = build_tiny_lm(root, docs_per_lang=30)
-    repo = root / "cache" / "models--tiny-org--tiny-llama"
-    snapshot = repo / "snapshots" / COMMIT
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(COMMIT)  # no newline, as the hub client writes it
-    for f in sorted(model.iterdir()):
-        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
-        shutil.copy(f, blob)
-        (snapshot / f.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    files = {f.name: f.read_bytes() for f in sorted(model.iterdir())}
+    snapshot = add_snapshot(root / "cache", "model", HUB_ID, COMMIT, files)
     shutil.rmtree(model)  # only the cache holds the model now
     return root / "cache", snapshot, root
 
@@ -49,19 +36,7 @@ def hub(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def offline_hub(hub, monkeypatch):
     """Point huggingface_hub at the fixture's cache, offline; fail the test if anything opens a connection."""
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub[0]))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub[0]))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tried = []
-
-    def refuse(sock, address, *args):
-        tried.append(address)
-        raise OSError(f"test_hub: no network ({address})")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
-    assert not tried, f"something tried to reach the network: {tried}"
+    yield from offline(hub[0], monkeypatch)
 
 
 def ok(argv: list[str], capsys) -> str:
@@ -149,6 +124,13 @@ def test_train_export_generate(hub, tmp_path, capsys):
     assert ok(["generate", runs["id"], "--prompt", "de kaas", "--max-new-tokens", "4"], capsys).strip()
 
 
+def test_plan_reads_only_the_config(hub, capsys):
+    """`plan` of a hub id fetches config.json alone (a plan needs no weights) and plans what the snapshot plans."""
+    args = ["--mesh", "data=1", "--batch", "2", "--seq", "32"]
+    assert ok(["plan", HUB_ID, *args], capsys).replace(HUB_ID, "M") == ok(["plan", hub[1], *args], capsys).replace(
+        str(hub[1]), "M")
+
+
 def test_old_rows_of_an_adapted_hub_model(hub, tmp_path):
     """train.trainable=new_rows on a hub id reads old_vocab_size from the adaptation.json in its snapshot."""
     from jaxadapt.config.loader import load_config
@@ -172,6 +154,7 @@ def test_old_rows_of_an_adapted_hub_model(hub, tmp_path):
     ["vocab", "adapt", "--model", "nobody/none", "--tokenizer", "SNAPSHOT", "--out", "adapted"],
     ["propagate", "--base", "nobody/none", "--donor", "SNAPSHOT", "--target", "SNAPSHOT", "--out", "prop"],
     ["train", "RUN", "model.path=nobody/none"],
+    ["plan", "nobody/none"],
 ], ids=lambda a: " ".join(a[:2]))
 def test_an_unknown_hub_id_is_one_line_naming_it(argv, hub, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -45,7 +45,7 @@ def fake(monkeypatch):
     """Replace the child process: record the commands, write each stage's --out, fail where asked."""
     calls, fail = [], set()
 
-    def execute(args, log):
+    def execute(args, log, alone=False):
         calls.append(args[:2] if args[0] != "train" else args[:1])
         if tuple(args[:2]) in fail:
             return 1, None

@@ -69,11 +69,17 @@ def test_tpu_launch_runs_each_command_on_every_worker(tmp_path):
     home = tmp_path / "home"
     (home / "jaxadapt/.venv/bin").mkdir(parents=True)
     (home / "jaxadapt/.venv/bin/activate").write_text(
-        'jaxadapt() { printf "%s|" "$@" >> ~/argv; echo >> ~/argv; }\n')
-    subprocess.run(["bash", "-c", remote.removesuffix(" &")], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-                   check=True)
+        'jaxadapt() { printf "%s|" "$TPU_WORKER_ID" "$TPU_WORKER_HOSTNAMES" "$@" >> ~/argv; echo >> ~/argv; }\n')
+    (home / "bin").mkdir()
+    (home / "bin/curl").write_text(  # the TPU VM's metadata server, as worker 1 of two
+        '#!/bin/bash\ncase "$*" in *agent-worker-number) echo -n 1;;\n'
+        '*worker-network-endpoints) echo -n unknown:unknown:10.0.0.1,unknown:unknown:10.0.0.2;; esac\n')
+    (home / "bin/curl").chmod(0o755)
+    subprocess.run(["bash", "-c", remote.removesuffix(" &")],
+                   env={"HOME": str(home), "PATH": f"{home}/bin:/usr/bin:/bin"}, check=True)
     assert (home / "argv").read_text().splitlines() == [
-        "train|a.yaml|lora.rank=8|runs_root=/mnt/my runs|", "run|b c.yaml|runs_root=/mnt/my runs|"]
+        "1|10.0.0.1,10.0.0.2|train|a.yaml|lora.rank=8|runs_root=/mnt/my runs|",
+        "1|10.0.0.1,10.0.0.2|run|b c.yaml|runs_root=/mnt/my runs|"]
 
 
 def test_slurm_dry_run():

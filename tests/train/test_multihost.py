@@ -1,10 +1,14 @@
-"""Two processes on localhost (jax.distributed, 4 CPU devices each) train exactly like one process with 8."""
+"""Two processes on localhost (jax.distributed, 4 CPU devices each) train exactly like one process with 8, and run
+a recipe's other stages once."""
 
+import json
 import os
 import socket
 import subprocess
+import sys
 
 import numpy as np
+import yaml
 from trainhelpers import logged_losses, train_command
 
 
@@ -38,3 +42,46 @@ def test_two_processes_reproduce_the_single_process_losses(setup):
     # Both processes took part in the (collective) checkpoint; only process 0 wrote metrics.
     assert sorted(p.name for p in (root / "runs" / "two_processes" / "checkpoints").iterdir()
                   if p.name.isdigit()) == ["2", "4"]
+
+
+def test_a_recipe_on_two_processes_runs_its_other_stages_once(setup, tmp_path):
+    """`jaxadapt run` on both processes: the tokenizer and vocab stages and the export run on process 0 only, the
+    other waits; the train stage runs on both (one JAX process each) and trains like the single-process run."""
+    root = setup
+    new_words = ["zonnebloemveld", "windmolenpark", "fietsenstalling", "kaasboerderij", "grachtengordel"]
+    (tmp_path / "new.txt").write_text("\n".join(" ".join(new_words[(i + j) % 5] for j in range(8)) for i in range(60)))
+    recipe = {
+        "name": "two", "runs_root": str(tmp_path / "runs"),
+        "stages": [
+            {"name": "tok", "kind": "tokenizer_extend",
+             "config": {"base": str(root / "model"), "corpus": [str(tmp_path / "new.txt")], "add": 8}},
+            {"name": "adapt", "kind": "vocab_adapt",
+             "config": {"model": str(root / "model"), "tokenizer": "${stages.tok.out}"}},
+            {"name": "train", "kind": "train", "config": {
+                "model": {"path": "${stages.adapt.out}"},
+                "train": {"trainable": "embeddings", "steps": 2, "batch_size": 8, "seq_len": 32, "log_every": 1},
+                "checkpoint": {"every": 2}, "logging": {"cpu_peak_flops": 1e11},
+                "data": {"sources": [{"name": "nl", "paths": [str(root / "corpus.jsonl")]}],
+                         "validation_fraction": 0, "host_sharding": "rows", "prefetch": 0}}},
+            {"name": "hf", "kind": "export", "config": {"run_dir": "${stages.train.out}"}},
+        ]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxadapt.cli", "run", str(path)], env=dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAXADAPT_COORDINATOR=f"127.0.0.1:{port}",
+        JAXADAPT_NUM_PROCESSES="2", JAXADAPT_PROCESS_ID=str(i)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    for stage in ("tok", "adapt", "hf"):
+        assert f"[{stage}] running" in outs[0] and f"[{stage}] process 1: waiting for process 0 to run it" in outs[1]
+        assert f"[{stage}] running" not in outs[1]
+    assert "[train] running" in outs[0] and "[train] process 1: running" in outs[1]
+    stages = tmp_path / "runs" / "two" / "stages"
+    assert (stages / "train" / "log.process-1.txt").exists()
+    assert sorted(p.name for p in (stages / "train" / "out" / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+    assert (stages / "hf" / "out" / "config.json").exists()
+    records = {s: json.loads((stages / s / "stage.json").read_text()) for s in ("tok", "adapt", "train", "hf")}
+    assert all(r["status"] == "complete" for r in records.values())
+    assert records["hf"]["upstream"] == records["train"]["run_id"]

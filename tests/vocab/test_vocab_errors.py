@@ -49,7 +49,7 @@ def test_missing_and_empty_corpus(tiny, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"txt": "x"}\n')
     assert main(["tokenizer", "stats", "--tokenizer", str(model_dir), "--corpus", str(bad)]) == 2
-    assert "bad.jsonl, line 1" in capsys.readouterr().err
+    assert "bad.jsonl:1: no field 'text'" in capsys.readouterr().err
 
 
 def test_vocab_size_below_alphabet(tiny, tmp_path, capsys):

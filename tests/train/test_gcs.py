@@ -1,0 +1,76 @@
+"""A run whose model, data, run dir and export all live in a `gs://` bucket, against a GCS emulator on localhost
+(gcp-storage-emulator, started here): trained, killed with SIGKILL after a checkpoint, resumed to the losses of an
+uninterrupted local run, exported to the bucket, and read back bit for bit."""
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+from gcsemu import emulated_gcs
+from trainhelpers import train_command
+
+BUCKET = "jaxadapt-test"
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    yield from emulated_gcs(BUCKET)
+
+
+def losses(text: str) -> dict[int, float]:
+    rows = [json.loads(line) for line in text.splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def test_a_run_lives_in_a_bucket(setup, gcs, tmp_path):
+    fs, env = gcs
+    root = setup
+    fs.put(str(root / "model"), f"{BUCKET}/models/tiny", recursive=True)
+    fs.put_file(str(root / "corpus.jsonl"), f"{BUCKET}/data/nl/corpus.jsonl")
+    bucket = [f"runs_root=gs://{BUCKET}/runs", f"model.path=gs://{BUCKET}/models/tiny",
+              f"data.sources.0.paths=[gs://{BUCKET}/data/nl/*.jsonl]", f"model.tokenizer=gs://{BUCKET}/models/tiny"]
+
+    local = subprocess.run(train_command(root, "local", f"runs_root={tmp_path / 'runs'}"), capture_output=True,
+                           text=True, env=env)
+    assert local.returncode == 0, local.stderr[-3000:]
+    reference = losses((tmp_path / "runs" / "local" / "metrics.jsonl").read_text())
+    assert sorted(reference) == list(range(1, 13))
+
+    run = f"{BUCKET}/runs/bucket"
+    proc = subprocess.Popen(train_command(root, "bucket", *bucket), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    deadline = time.time() + 300
+    while not fs.exists(f"{run}/checkpoints/6/commit_success.txt"):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "no checkpoint 6 in the bucket"
+        time.sleep(0.1)
+        fs.invalidate_cache()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    again = subprocess.run(train_command(root, "bucket", *bucket), capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed" in again.stderr
+    fs.invalidate_cache()
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(run)}
+    assert {"config.yaml", "metrics.jsonl", "checkpoints", "tensorboard"} <= names, names
+    rows = [json.loads(line) for line in fs.cat(f"{run}/metrics.jsonl").decode().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13)), "each step logged once"
+    assert losses(fs.cat(f"{run}/metrics.jsonl").decode()) == reference
+    assert fs.ls(f"{run}/tensorboard"), "TensorBoard events in the bucket"
+
+    for src, out in ((f"gs://{run}", f"gs://{BUCKET}/export"), (str(tmp_path / "runs" / "local"), tmp_path / "hf")):
+        done = subprocess.run([*train_command(root, "x")[:3], "export", src, str(out)], capture_output=True,
+                              text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    fs.invalidate_cache()
+    exported = {p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/export")}
+    assert exported == {p.name for p in (tmp_path / "hf").iterdir()}
+    for name in exported:
+        assert fs.cat(f"{BUCKET}/export/{name}") == (tmp_path / "hf" / name).read_bytes(), name
+
+    refused = subprocess.run([*train_command(root, "x")[:3], "export", f"gs://{run}", f"gs://{BUCKET}/export"],
+                             capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "exists and is not empty" in refused.stderr
