@@ -64,12 +64,6 @@ def isdir(path: str) -> bool:
     return fs.isdir(p)
 
 
-def join(path: str, *names: str) -> str:
-    if not is_url(path):
-        return os.path.join(path, *names)
-    return "/".join([str(path).rstrip("/"), *names])
-
-
 def has_magic(pattern: str) -> bool:
     return _glob.has_magic(pattern)
 
@@ -79,7 +73,7 @@ def glob(pattern: str) -> list[str]:
     if not is_url(pattern):
         return sorted(_glob.glob(local(pattern), recursive=True))
     fs, p = filesystem(pattern)
-    return sorted(_join(pattern, m) for m in fs.glob(p) if not fs.isdir(m))
+    return sorted(_join(pattern, m) for m, info in fs.glob(p, detail=True).items() if info.get("type") != "directory")
 
 
 def walk(path: str) -> list[str]:

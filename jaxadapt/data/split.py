@@ -7,7 +7,9 @@ never saw them either.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from jaxadapt.data.config import SourceConfig
@@ -38,12 +40,17 @@ def corpus_name(path: str) -> str:
     return Path(path.rstrip("/")).stem
 
 
+def iter_texts(name: str, path: str, doc_split: str = "file") -> Iterator[str]:
+    """The documents of a file, dir, glob or URL, streamed in order as a data source reads them (JSONL `text`
+    field, Parquet, text files cut by `doc_split`)."""
+    source = SourceConfig(name=name, paths=(str(path),), doc_split=doc_split)
+    for d in Documents(source, resolve(source), role="all", validation_fraction=0.0, epochs=1, shuffle_files=False):
+        yield d["doc"]
+
+
 def read_texts(name: str, path: str, max_docs: int = 0) -> list[str]:
-    """The documents of a file or dir as a data source reads them (JSONL `text` field, parquet, text files)."""
-    source = SourceConfig(name=name, paths=(str(path),))
-    docs = Documents(source, resolve(source), role="all", validation_fraction=0.0, epochs=1, shuffle_files=False,
-                     max_docs=max_docs or None)
-    return [d["doc"] for d in docs]
+    """The first `max_docs` documents (0: all) of `iter_texts`."""
+    return list(itertools.islice(iter_texts(name, path), max_docs or None))
 
 
 def split_texts(texts: list[str], fraction: float, max_heldout: int = 0) -> tuple[list[str], list[str]]:

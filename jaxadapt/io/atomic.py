@@ -26,7 +26,9 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     unless `overwrite`. The nearest existing parent must be a writable dir.
     """
     if fs.is_url(str(out)):
-        return _check_url_output(str(out), overwrite, what)
+        url = fs.path(out)
+        _refuse_nonempty(url, overwrite, what)
+        return url
     out = Path(out)
     here = out.resolve()
     for src in inputs:
@@ -38,21 +40,17 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
                             "directory of its own")
     if out.exists() and not out.is_dir():
         raise UserError(f"{what} {out}: exists and is a file, not a directory")
-    if out.is_dir() and not overwrite and any(out.iterdir()):
-        held = sorted(p.name for p in out.iterdir())
-        listing = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
-        raise UserError(f"{what} {out}: exists and is not empty ({listing}); pass --overwrite to replace the files "
-                        "this command writes (nothing else there is touched), or choose another path")
+    _refuse_nonempty(out, overwrite, what)
     return _writable(out, what)
 
 
-def _check_url_output(out: str, overwrite: bool, what: str):
-    if not overwrite and fs.has_files(out):
-        held = sorted(p.name for p in fs.path(out).iterdir())
+def _refuse_nonempty(out, overwrite: bool, what: str) -> None:
+    """An existing non-empty dir (a prefix holding objects, on a bucket) is refused unless `overwrite`."""
+    held = sorted(p.name for p in out.iterdir()) if not overwrite and out.is_dir() else []
+    if held:
         listing = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
         raise UserError(f"{what} {out}: exists and is not empty ({listing}); pass --overwrite to replace the files "
                         "this command writes (nothing else there is touched), or choose another path")
-    return fs.path(out)
 
 
 def check_file_output(out: str | os.PathLike, what: str = "output") -> Path:

@@ -43,14 +43,11 @@ from jaxadapt.recipes.schema import Recipe
 RECORD = "stage.json"
 LOG = "log.txt"
 COLLECTIVE = ("train", "calibrate", "eval")  # commands that start jax.distributed: every process takes part
-# What makes a child one process of many (train/distributed.py); a stage run by process 0 alone goes without.
-_MULTI = ("JAXADAPT_COORDINATOR", "JAXADAPT_NUM_PROCESSES", "JAXADAPT_PROCESS_ID", "JAXADAPT_DISTRIBUTED",
-          "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
 
 
 def run_recipe(recipe: Recipe, source: str | Path, dry_run: bool = False) -> Path:
     """Run (or with `dry_run` only list) the stages not done yet; returns the run dir."""
-    from jaxadapt.train.distributed import process_slot
+    from jaxadapt.train.distributed import process_slot  # (jax is imported by the stages, not the runner)
 
     stages = plan(recipe, source)
     root = run_dir(recipe)
@@ -123,7 +120,9 @@ def execute(args: list[str], log: Path, alone: bool = False) -> tuple[int, str |
     alone: as a single process on the CPU, whatever the launcher's environment says."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if alone:
-        env = {k: v for k, v in env.items() if k not in _MULTI} | {"JAX_PLATFORMS": "cpu"}
+        from jaxadapt.train.distributed import MULTI_PROCESS_ENV
+
+        env = {k: v for k, v in env.items() if k not in MULTI_PROCESS_ENV} | {"JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen([sys.executable, "-m", "jaxadapt.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
     stopped: list[str] = []

@@ -13,6 +13,9 @@ import os
 import jax
 
 _done = False
+# The variables that make a process one of many (read below); a child started without them is a single process.
+MULTI_PROCESS_ENV = ("JAXADAPT_COORDINATOR", "JAXADAPT_NUM_PROCESSES", "JAXADAPT_PROCESS_ID", "JAXADAPT_DISTRIBUTED",
+                     "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES")
 
 
 def maybe_initialize() -> bool:

@@ -8,7 +8,6 @@ corpus that is missing or holds no text is an error before any work starts.
 from __future__ import annotations
 
 from jaxadapt.errors import UserError
-from jaxadapt import fs
 
 
 class CorpusError(UserError):
@@ -16,20 +15,15 @@ class CorpusError(UserError):
 
 
 def read_corpus(path, max_bytes: int | None = None) -> list[str]:
-    """The documents of one corpus, in order, at most about `max_bytes` of UTF-8 text."""
-    from jaxadapt.data.config import SourceConfig
-    from jaxadapt.data.documents import Documents
-    from jaxadapt.data.readers import resolve
-    from jaxadapt.data.split import corpus_path, corpus_name
+    """The documents of one corpus (one per non-empty line of a text file), in order, at most about `max_bytes`
+    of UTF-8 text."""
+    from jaxadapt.data.split import corpus_name, corpus_path, iter_texts
 
     spec = str(path)
-    if not spec.startswith("debian:") and not fs.is_url(spec) and not fs.exists(spec):
-        raise CorpusError(f"corpus {spec}: no such file or directory")
-    source = SourceConfig(corpus_name(spec) or "corpus", (corpus_path(spec),), doc_split="line")
     docs, size = [], 0
-    for d in Documents(source, resolve(source), role="all", validation_fraction=0.0, epochs=1, shuffle_files=False):
-        docs.append(d["doc"])
-        size += len(d["doc"].encode())
+    for text in iter_texts(corpus_name(spec) or "corpus", corpus_path(spec), doc_split="line"):
+        docs.append(text)
+        size += len(text.encode())
         if max_bytes is not None and size >= max_bytes:
             break
     if not docs:
