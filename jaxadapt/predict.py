@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.errors import UserError
-
-
-def model_dir(model_spec: str) -> Path:
-    """'smollm2' -> the real SmolLM2 (cached HF dir); a .gguf path -> its cached conversion; else an HF dir/hub id."""
-    from jaxadapt import assets
-    from jaxadapt.io.hf import resolve
-
-    if model_spec == "smollm2":
-        return assets.smollm2_dir()
-    if str(model_spec).lower().endswith(".gguf"):
-        return assets.converted_gguf(Path(model_spec))
-    return resolve(model_spec)
+from jaxadapt.modelref import model_dir
 
 
 def top_next_tokens(model_spec: str, text: str, k: int = 5) -> list[tuple[str, float]]:

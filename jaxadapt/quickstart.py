@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from jaxadapt.io.atomic import atomic_file
+from jaxadapt import fs
+from jaxadapt.errors import UserError
+from jaxadapt.fs import atomic_file
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def run(cfg: QuickstartConfig) -> dict:
     from jaxadapt.data.split import corpus_path
     from jaxadapt.eval.command import run_eval
     from jaxadapt.generate import generate, load_for_generation
-    from jaxadapt.predict import model_dir
+    from jaxadapt.modelref import model_dir
     from jaxadapt.train.config import RunConfig
     from jaxadapt.train.export import export
     from jaxadapt.train.loop import train
@@ -101,6 +103,9 @@ def run(cfg: QuickstartConfig) -> dict:
     from jaxadapt.vocab.stats import corpus_stats
     from jaxadapt.vocab.tokdir import read_tokenizer, write_tokenizer_dir
 
+    if fs.is_url(cfg.out):  # a demo of this machine: its eval files and model copies are local files
+        raise UserError(f"out={cfg.out}: the quickstart writes to a local directory; for runs in a bucket use "
+                        "`jaxadapt run` with a recipe whose runs_root is the URL")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(f"[quickstart] {msg}", flush=True)  # noqa: E731

@@ -1,9 +1,10 @@
-"""The one sharding-rules table: parameter path -> logical axes -> mesh axes.
+"""Sharding: parameter path -> logical axes -> mesh axes.
 
 Every array leaf of the model (and of anything shaped like it: LoRA factors, optimizer moments) is matched by
-its path against PARAM_RULES; a leaf without a rule is an error, never silently replicated. Logical axes map to
-the mesh axes `data`, `fsdp`, `tensor` through LOGICAL_TO_MESH. A dimension that its mesh axes do not divide is
-left unsharded on that axis (`spec_for` returns the choice).
+its path against PARAM_RULES, which the parameter-spec table (jaxadapt.params) derives; a leaf without a rule is an
+error, never silently replicated. Logical axes map to the mesh axes `data`, `fsdp`, `tensor` through
+LOGICAL_TO_MESH. A dimension that its mesh axes do not divide is left unsharded on that axis (`spec_for` returns
+the choice).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxadapt.errors import UserError
+from jaxadapt.params import sharding_rules
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -37,39 +39,27 @@ LOGICAL_TO_MESH: dict[str, Any] = {
     "rank": None,  # LoRA rank
 }
 
-# (path regex matched at the end of the '/'-joined path, logical axes of the leaf). First match wins.
-PARAM_RULES: list[tuple[str, tuple[str | None, ...]]] = [
-    (r"embed_tokens/embedding$", ("vocab", "embed")),
-    (r"lm_head/kernel$", ("embed", "vocab")),
-    (r"layers/self_attn/q_proj/kernel$", ("layers", "embed", "heads")),
-    (r"layers/self_attn/[kv]_proj/kernel$", ("layers", "embed", "kv_heads")),
-    (r"layers/self_attn/o_proj/kernel$", ("layers", "heads", "embed")),
-    (r"layers/self_attn/q_proj/bias$", ("layers", "heads")),
-    (r"layers/self_attn/[kv]_proj/bias$", ("layers", "kv_heads")),
-    (r"layers/self_attn/o_proj/bias$", ("layers", "embed")),
-    (r"layers/mlp/(gate|up)_proj/kernel$", ("layers", "embed", "mlp")),
-    (r"layers/mlp/down_proj/kernel$", ("layers", "mlp", "embed")),
-    (r"layers/mlp/(gate|up)_proj/bias$", ("layers", "mlp")),
-    (r"layers/mlp/down_proj/bias$", ("layers", "embed")),
-    (r"layers/(input|post_attention)_layernorm/weight$", ("layers", "norm")),
-    (r"model/norm/weight$", ("norm",)),
-    # LoRA factors follow the sharding of the kernel they adapt; the rank axis is never split.
-    (r"layers/self_attn/q_proj/lora_a$", ("layers", "embed", "rank")),
-    (r"layers/self_attn/q_proj/lora_b$", ("layers", "rank", "heads")),
-    (r"layers/self_attn/[kv]_proj/lora_a$", ("layers", "embed", "rank")),
-    (r"layers/self_attn/[kv]_proj/lora_b$", ("layers", "rank", "kv_heads")),
-    (r"layers/self_attn/o_proj/lora_a$", ("layers", "heads", "rank")),
-    (r"layers/self_attn/o_proj/lora_b$", ("layers", "rank", "embed")),
-    (r"layers/mlp/(gate|up)_proj/lora_a$", ("layers", "embed", "rank")),
-    (r"layers/mlp/(gate|up)_proj/lora_b$", ("layers", "rank", "mlp")),
-    (r"layers/mlp/down_proj/lora_a$", ("layers", "mlp", "rank")),
-    (r"layers/mlp/down_proj/lora_b$", ("layers", "rank", "embed")),
-    (r"layers/\w+/\w+_proj/lora_scale$", ("layers",)),
-]
+# (path regex matched at the end of the '/'-joined path, logical axes of the leaf), derived from the parameter-spec
+# table (jaxadapt.params): every parameter, and the LoRA factors, which follow the sharding of the kernel they adapt.
+PARAM_RULES: list[tuple[str, tuple[str | None, ...]]] = sharding_rules()
 
 
 class ShardingError(UserError):
     """A mesh or a parameter that the sharding rules cannot place."""
+
+
+def parse_mesh(spec: str) -> dict[str, int]:
+    """'data=2,fsdp=4' -> {'data': 2, 'fsdp': 4, 'tensor': 1}; every size explicit (the device count follows)."""
+    sizes = dict.fromkeys(MESH_AXES, 1)
+    seen = set()
+    for item in spec.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in sizes or key in seen or not value.strip().isdigit() or int(value) < 1:
+            raise UserError(f"--mesh {spec!r}: expected comma-separated AXIS=SIZE with AXIS one of data, fsdp, "
+                            f"tensor (each at most once) and SIZE a positive integer, e.g. data=2,fsdp=4")
+        seen.add(key)
+        sizes[key] = int(value)
+    return sizes
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Iterable | None = None) -> Mesh:
@@ -121,7 +111,7 @@ def logical_axes(path: str) -> tuple[str | None, ...]:
     for pattern, axes in PARAM_RULES:
         if re.search(pattern, path):
             return axes
-    raise ShardingError(f"no sharding rule for parameter {path!r}; add one to jaxadapt/sharding.py PARAM_RULES")
+    raise ShardingError(f"no sharding rule for parameter {path!r}; add its ParamSpec to jaxadapt/params.py PARAMS")
 
 
 def logical_size(mesh: Mesh, name: str) -> int:

@@ -2,15 +2,18 @@
 gcsfs / etils.epath (STORAGE_EMULATOR_HOST), orbax's tensorstore (TENSORSTORE_GCS_HTTP_URL, a test token) and
 tensorboardX's google-cloud-storage writer.
 
-One fidelity fix: real GCS sends an object's generation in the `x-goog-generation` header of a download, and
+Two fidelity fixes: real GCS sends an object's generation in the `x-goog-generation` header of a download, and
 tensorstore's conditional writes (orbax's OCDBT manifest, rewritten at every checkpoint) depend on it; the emulator
-leaves it out, so its download handler is wrapped to add it.
+leaves it out, so its download handler is wrapped to add it. And real GCS refuses an upload with
+`ifGenerationMatch=0` (create only) when the object exists, with 412, which the run-dir lease relies on; the
+emulator ignores the condition, so its upload handler is wrapped to check it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -40,22 +43,72 @@ def _add_generation_header() -> None:
                 table[method] = download
 
 
+def _honour_create_only() -> None:
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.handlers import objects
+
+    plain = objects.insert
+    if getattr(plain, "create_only", False):
+        return
+
+    def insert(request, response, storage, *args, **kwargs):
+        if request.query.get("ifGenerationMatch") == ["0"]:
+            name = (request.query.get("name") or [None])[0]
+            if name is None and isinstance(request.data, dict):
+                name = (request.data.get("meta") or request.data).get("name")
+            try:
+                storage.get_file_obj(request.params["bucket_name"], name)
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                return None
+            except Exception:  # absent: the upload goes ahead
+                pass
+        return plain(request, response, storage, *args, **kwargs)
+
+    insert.create_only = True
+    objects.insert = insert
+    for _, table in server.HANDLERS:
+        for method, handler in list(table.items()):
+            if handler is plain:
+                table[method] = insert
+
+
+def _quiet_disconnects(httpd) -> None:
+    """A client that closes a connection early (gcsfs does, after a ranged read) is not an error worth a traceback
+    on stderr, where it would mix with the one-line errors the tests read."""
+    plain = httpd.handle_error
+
+    def handle_error(request, client_address):
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            plain(request, client_address)
+
+    httpd.handle_error = handle_error
+
+
 def emulated_gcs(bucket: str) -> Iterator[tuple[object, dict]]:
-    """Within the generator: (gcsfs filesystem, environment for subprocesses), with `bucket` created."""
+    """Within the generator: (gcsfs filesystem, environment for subprocesses), with `bucket` created.
+
+    gcsfs caches its filesystems, each bound to the endpoint it was made for; the cache is cleared on the way in and
+    out, so code run in this process (`main([...])`) talks to this emulator, not to one an earlier module started."""
     emulator = pytest.importorskip("gcp_storage_emulator.server")
     import fsspec
+    import gcsfs
 
     _add_generation_header()
+    _honour_create_only()
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
     server = emulator.create_server("localhost", port, in_memory=True, default_bucket=bucket)
     server.start()
+    _quiet_disconnects(server._api._httpd)
     url = f"http://localhost:{port}"
     env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "NO_GCE_CHECK": "true", "GOOGLE_CLOUD_PROJECT": "test"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    gcsfs.GCSFileSystem.clear_instance_cache()
     try:
         yield fsspec.filesystem("gs", skip_instance_cache=True), dict(os.environ)
     finally:
@@ -64,4 +117,5 @@ def emulated_gcs(bucket: str) -> Iterator[tuple[object, dict]]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        gcsfs.GCSFileSystem.clear_instance_cache()
         server.stop()

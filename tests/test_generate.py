@@ -74,6 +74,22 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
 
 
+@pytest.mark.parametrize("name, loop", [("qwen3", "kernel"), ("qwen3_tied", "stacked")])
+def test_qwen3_greedy_matches_transformers(name, loop, hf_dir):
+    """Qwen3's per-head q/k RMSNorm before RoPE, with head_dim 24 / 32 (not hidden / heads = 16), untied and tied:
+    on the packed per-layer copy (jaxadapt.cpu_decode, where a C++ compiler is here) and scanning the stack."""
+    if loop == "kernel" and not cpu_decode.available():
+        pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
+    path, ref = hf_dir(name)
+    ref.generation_config.eos_token_id, ref.generation_config.pad_token_id = None, 0
+    prompts = [np.random.default_rng(5).integers(3, 300, n).tolist() for n in (19, 7)]
+    model = load_pretrained(path)
+    unstack = loop != "stacked"
+    assert jaxadapt.generate.uses_cpu_decode(model, unstack) == (loop == "kernel")
+    got = generate_ids(model, prompts, eos_ids=(), max_new_tokens=32, unstack=unstack)
+    assert got == _hf_greedy(ref, prompts, 32, ())
+
+
 def test_kernel_decode_with_biases_and_outputs_that_fill_no_whole_panel(hf_dir):
     """head_dim 24: the k/v projections have 48 outputs, not a multiple of cpu_decode.PANEL, so they stay XLA dots
     inside the kernel decode step; the q/k/v and MLP biases are added after the kernels' products; the vocabulary
@@ -192,7 +208,7 @@ def test_decode_copy_is_reused_until_the_weights_change(hf_dir):
 
 
 @pytest.mark.parametrize("family_name,dtype", [("llama_gqa", "float32"), ("mistral_sliding", "float32"),
-                                               ("llama_gqa", "bfloat16")])
+                                               ("llama_gqa", "bfloat16"), ("qwen3", "float32")])
 def test_cached_decode_logits_equal_full_forward(family_name, dtype, hf_dir):
     """In bfloat16 the cache holds uint16 bit patterns (see jaxadapt.model.KVCache), and the two computations round
     differently."""

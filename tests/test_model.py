@@ -123,3 +123,37 @@ def test_rejects_unsupported_config_values():
              "layer_types": ["full_attention", "sliding_attention"]}
     with pytest.raises(ConfigError, match="mixes full and sliding"):
         ModelConfig.from_hf(mixed)
+
+
+def test_qwen3_config_and_biases_like_transformers(tmp_path, make_hf_model):
+    """Qwen3's config keys as transformers reads them: head_dim defaults to 128 (not hidden / heads), attention_bias
+    adds q/k/v *and* o_proj biases (unlike Qwen2's), the sliding window follows use_sliding_window / layer_types. A
+    Qwen3 with biases (none of the published ones has them) still matches transformers."""
+    from transformers import AutoConfig
+
+    from jaxadapt.config import ConfigError
+
+    base = {"model_type": "qwen3", "vocab_size": 300, "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4}
+    cfg = ModelConfig.from_hf(base)
+    assert cfg.head_dim == 128 and cfg.qk_norm and not cfg.attention_bias and not cfg.o_proj_bias
+    assert cfg.sliding_window is None and cfg.num_key_value_heads == 4
+    biased = ModelConfig.from_hf({**base, "head_dim": 24, "attention_bias": True})
+    assert biased.attention_bias and biased.o_proj_bias
+    hf = AutoConfig.for_model(**biased.to_hf())
+    assert (hf.head_dim, hf.attention_bias, hf.sliding_window, type(hf).__name__) == (24, True, None, "Qwen3Config")
+    assert ModelConfig.from_hf(hf.to_dict()) == biased
+    sliding = ModelConfig.from_hf({**base, "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 0})
+    assert sliding.sliding_window == 16
+    assert AutoConfig.for_model(**sliding.to_hf()).layer_types == ["sliding_attention"] * 2
+    with pytest.raises(ConfigError, match="mixes full and sliding"):
+        ModelConfig.from_hf({**base, "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1})
+
+    ref = make_hf_model("qwen3", num_key_value_heads=2, head_dim=24, attention_bias=True)
+    ref.save_pretrained(tmp_path / "biased")
+    model = load_pretrained(tmp_path / "biased")
+    assert model.model.layers.self_attn.o_proj.bias is not None
+    ids = np.random.default_rng(5).integers(0, 300, (1, 64))
+    with torch.no_grad():
+        want = ref(torch.tensor(ids)).logits.numpy()
+    assert np.abs(_forward(model, ids) - want).max() <= 1e-4

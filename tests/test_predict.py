@@ -2,7 +2,7 @@
 
 from jaxadapt.assets import smollm2_dir, smollm2_gguf
 from jaxadapt.cli import main
-from jaxadapt.predict import model_dir
+from jaxadapt.modelref import model_dir
 
 
 def test_predict_continues_a_sentence_sensibly(capsys):

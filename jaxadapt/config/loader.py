@@ -17,6 +17,7 @@ import difflib
 import hashlib
 import json
 import os
+import posixpath
 import re
 import types
 import typing
@@ -174,7 +175,7 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dic
     data: dict[str, Any] = {}
     origins: dict[KeyPath, str] = {}
     for base in bases:
-        base_path = fs.path(os.path.normpath(path.parent / base)) if not fs.is_url(str(path)) else path.parent / base
+        base_path = beside(path.parent, base)
         if not base_path.is_file():
             raise UserError(f"base: {base_path} not found (named in {path})")
         base_data, base_origins = _load_tree(base_path, (*chain, path))
@@ -182,6 +183,16 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dic
         origins.update(base_origins)
     origins.update({p: str(path) for p in _key_paths(raw, ())})
     return _merge(data, raw), origins
+
+
+def beside(directory, name: str):
+    """`name` (a `base:` entry, a sweep's base) relative to `directory`, a local dir or a URL: a URL or an absolute
+    path as it is; `..` is resolved in URLs too, which object stores do not do themselves."""
+    if not fs.is_url(name) and (os.path.isabs(name) or not fs.is_url(str(directory))):
+        return fs.path(os.path.normpath(os.path.join(str(directory), name)))
+    url = name if fs.is_url(name) else f"{str(directory).rstrip('/')}/{name}"
+    scheme, rest = url.split("://", 1)
+    return fs.path(f"{scheme}://{posixpath.normpath(rest)}")
 
 
 def _identity(path) -> str:

@@ -21,13 +21,22 @@ ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
 }
+QK_NORM_FAMILIES = ("qwen3",)  # RMSNorm over each head of q and k, before RoPE
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(UserError):
     """A model config that jaxadapt cannot represent; the message names the key and the value."""
+
+
+def check_dtype(dtype: str) -> str:
+    """A tensor dtype jaxadapt reads and writes, or a ConfigError naming the value."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -46,8 +55,8 @@ class ModelConfig:
     # rope_scaling as in HF's `rope_parameters` minus rope_theta, e.g. {"rope_type": "llama3", "factor": 8.0, ...}.
     rope_scaling: tuple[tuple[str, Any], ...] = ()
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # q/k/v biases (Qwen2 always; Llama optional)
-    o_proj_bias: bool = False  # Llama's attention_bias also adds an o_proj bias; Qwen2's does not
+    attention_bias: bool = False  # q/k/v biases (Qwen2 always; Llama and Qwen3 optional)
+    o_proj_bias: bool = False  # Llama's and Qwen3's attention_bias also add an o_proj bias; Qwen2's does not
     mlp_bias: bool = False
     sliding_window: int | None = None  # every layer attends to at most this many keys (itself included)
     hidden_act: str = "silu"
@@ -77,6 +86,11 @@ class ModelConfig:
     @property
     def rope_dict(self) -> dict[str, Any]:
         return dict(self.rope_scaling)
+
+    @property
+    def qk_norm(self) -> bool:
+        """Per-head RMSNorm of the queries and keys (weights [head_dim]) after the projections, before RoPE."""
+        return self.model_type in QK_NORM_FAMILIES
 
     @property
     def q_dim(self) -> int:
@@ -138,6 +152,8 @@ class ModelConfig:
         }
         extra = tuple(sorted((k, v) for k, v in hf.items() if k not in known and _jsonable(v)))
         bias = bool(hf.get("attention_bias", model_type == "qwen2"))
+        # Qwen3Config's head_dim defaults to 128, not hidden_size / heads (its config.json always states it).
+        head_dim = hf.get("head_dim") or (128 if model_type == "qwen3" else hf["hidden_size"] // heads)
         try:
             return cls(
                 model_type=model_type,
@@ -147,14 +163,14 @@ class ModelConfig:
                 num_hidden_layers=int(hf["num_hidden_layers"]),
                 num_attention_heads=int(heads),
                 num_key_value_heads=int(hf.get("num_key_value_heads") or heads),
-                head_dim=int(hf.get("head_dim") or hf["hidden_size"] // heads),
+                head_dim=int(head_dim),
                 rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
                 max_position_embeddings=int(hf.get("max_position_embeddings", 4096)),
                 rope_theta=float(theta),
                 rope_scaling=tuple(sorted(rope.items())),
                 tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
                 attention_bias=True if model_type == "qwen2" else bias,
-                o_proj_bias=bias if model_type == "llama" else False,
+                o_proj_bias=bias if model_type in ("llama", "qwen3") else False,
                 mlp_bias=bool(hf.get("mlp_bias", False)),
                 sliding_window=sliding,
                 hidden_act=hf.get("hidden_act", "silu"),
@@ -194,9 +210,11 @@ class ModelConfig:
             out.update(attention_bias=self.attention_bias, mlp_bias=self.mlp_bias)
         if self.model_type == "mistral":
             out["sliding_window"] = self.sliding_window
-        if self.model_type == "qwen2":
-            if self.head_dim == self.hidden_size // self.num_attention_heads:
-                del out["head_dim"]  # Qwen2Config derives it; writing it would differ from HF's own export
+        if self.model_type == "qwen3":
+            out["attention_bias"] = self.attention_bias
+        if self.model_type == "qwen2" and self.head_dim == self.hidden_size // self.num_attention_heads:
+            del out["head_dim"]  # Qwen2Config derives it; writing it would differ from HF's own export
+        if self.model_type in ("qwen2", "qwen3"):
             out.update(
                 use_sliding_window=self.sliding_window is not None,
                 sliding_window=self.sliding_window,
@@ -217,7 +235,7 @@ def _sliding_window(hf: dict[str, Any], source: str) -> int | None:
         return None
     if mt == "mistral":
         return int(window)
-    # qwen2: a window only where use_sliding_window is set, and then per layer_types / max_window_layers.
+    # qwen2, qwen3: a window only where use_sliding_window is set, and then per layer_types / max_window_layers.
     layer_types = hf.get("layer_types")
     if layer_types is None:
         if not hf.get("use_sliding_window", False):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -19,14 +18,26 @@ def fetch(
     lang: str = typer.Option(..., help="Training text: nl, en, de or ru (LibreOffice help; Russian also man pages "
                                        "and fortunes). Evaluation text of other domains: nl-eval, en-eval, de-eval, "
                                        "ru-eval (Debian FAQ, man pages, New Maintainers' Guide)."),
-    out: Path = typer.Option(..., help="Directory to write debian-LANG.jsonl into."),
+    out: str = typer.Option(..., help="Directory to write debian-LANG.jsonl into (a path or a gs:// URL)."),
 ):
     """Download real prose and write it as a JSONL corpus (text, source)."""
     if what != "debian":
         raise UserError(f"data fetch: unknown corpus {what!r}; available: debian")
+    from jaxadapt import fs
     from jaxadapt.data.debian import fetch as fetch_debian
 
-    path, counts = fetch_debian(lang, out)
+    if not fs.is_url(out):
+        path, counts = fetch_debian(lang, out)
+    else:  # built locally, then uploaded as one object
+        import shutil
+        import tempfile
+
+        fs.check_reachable(out, "--out")
+        with tempfile.TemporaryDirectory(prefix="jaxadapt-fetch-") as tmp:
+            built, counts = fetch_debian(lang, tmp)
+            path = f"{out.rstrip('/')}/{built.name}"
+            with open(built, "rb") as src, fs.atomic_file(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
     for package, n in sorted(counts.items()):
         typer.echo(f"{package}: {n} documents")
     typer.echo(f"wrote {path}")
@@ -35,7 +46,8 @@ def fetch(
 @data_app.command()
 def split(
     src: str = typer.Argument(..., help="A JSONL/text/parquet file or dir, or debian:LANG (the cached Debian corpus)."),
-    out: Path = typer.Option(..., help="Directory to write train.jsonl, heldout.jsonl and split.json into."),
+    out: str = typer.Option(..., help="Directory to write train.jsonl, heldout.jsonl and split.json into (a path "
+                                      "or a gs:// URL)."),
     heldout_fraction: float = typer.Option(0.03, help="Share of documents held out, by the trainer's document hash "
                                                       "(the same split as data.validation_fraction)."),
     max_heldout: int = typer.Option(0, help="Keep at most this many held-out documents (0: all); the rest of the "

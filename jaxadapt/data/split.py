@@ -67,7 +67,7 @@ def write_jsonl(fh, texts: list[str]) -> None:
     fh.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
 
 
-def split_corpus(spec: str, out: Path, fraction: float, max_heldout: int = 0) -> dict:
+def split_corpus(spec: str, out: str | Path, fraction: float, max_heldout: int = 0) -> dict:
     """Write out/train.jsonl and out/heldout.jsonl (atomically, as one dir); returns their document counts."""
     if not 0 < fraction < 1:
         raise UserError(f"--heldout-fraction={fraction}: expected a number between 0 and 1")

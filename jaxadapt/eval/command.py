@@ -11,6 +11,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from jaxadapt import fs
 from jaxadapt.errors import UserError
 from jaxadapt.eval.retention import DEFAULT_THRESHOLD, ROLES
 
@@ -70,7 +71,7 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
              batch_size: int = 8, fewshot: int = 0, max_docs: int = 0, logits_chunk: int | None = None,
              attention_chunk: int | None = None, *, roles: Mapping[str, tuple[str, str]] | None = None,
              base: str | None = None, max_bytes: int = 0, threshold: float = DEFAULT_THRESHOLD,
-             generation: GenerationEval | None = None) -> dict:
+             generation: GenerationEval | None = None, mesh: str | None = None, dtype: str | None = None) -> dict:
     """Score `model` and return {"model", "bpb": {name: metrics}, "mc": {task: metrics}, "roles": {name: role}}.
 
     bpb: role-less NAME=PATH corpora; mc: task JSONL files; roles: {name: (role, path)}, role one of target /
@@ -82,16 +83,19 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
     the JSON of an earlier run_eval of the base (its "inputs" must match: same texts, seq_len and stride), so one
     scoring of the base serves many adapted models. With `generation`,
     each model greedily answers the prompts: "generation" (and "base"."generation"): {"lang", "prompts", "chat",
-    "code_switching", "gen_share", "samples"}. Every input is checked before a model loads."""
+    "code_switching", "gen_share", "samples"}. Both models load sharded over `mesh` in `dtype` (modelref.open_model).
+    Every input is checked before a model loads."""
     from jaxadapt.eval.corpus import read_corpus
     from jaxadapt.eval.mc import read_task
     from jaxadapt.eval.retention import check_threshold, compare
     from jaxadapt.eval.scorer import check_chunk
+    from jaxadapt.modelref import check_model_options
 
     if seq_len < 1 or batch_size < 1:
         raise UserError(f"--seq-len {seq_len} / --batch-size {batch_size}: both must be >= 1")
     check_chunk(logits_chunk, "--logits-chunk")
     check_chunk(attention_chunk, "--attention-chunk")
+    check_model_options(mesh, dtype)
     if stride is not None and not 1 <= stride <= seq_len:
         raise UserError(f"--stride {stride}: expected 1 <= stride <= --seq-len ({seq_len})")
     threshold = check_threshold(threshold)
@@ -122,12 +126,13 @@ def run_eval(model: str, bpb: list[str], mc: list[str], seq_len: int = 1024, str
     def evaluate(spec: str) -> dict:
         """One model's results; the model is freed when this returns."""
         from jaxadapt.eval.bpb import corpus_bpb
-        from jaxadapt.eval.load import load_for_eval
+        from jaxadapt.modelref import open_model
         from jaxadapt.eval.mc import score_task
         from jaxadapt.eval.scorer import Scorer
 
-        net, tokenizer, mesh = load_for_eval(spec)
-        scorer = Scorer(net, mesh, batch_size, logits_chunk, attention_chunk)
+        opened = open_model(spec, mesh, dtype)
+        net, tokenizer = opened.model, opened.tokenizer
+        scorer = Scorer(net, opened.mesh, batch_size, logits_chunk, attention_chunk)
         out = {"bpb": {n: corpus_bpb(scorer, tokenizer, t, seq_len, stride, name=n) for n, t in corpora.items()},
                "mc": {n: score_task(scorer, tokenizer, items, seq_len, fewshot, name=n) for n, items in tasks.items()}}
         if generation:
@@ -157,11 +162,11 @@ def _scored_base(base: str, inputs: dict, generation: GenerationEval | None) -> 
 
     Every corpus, task and prompt file scored now must have been scored there from the same text, with the same
     window and few-shot settings; anything else would compare different things."""
-    path = Path(base)
-    if path.suffix != ".json" or not path.is_file():
+    path = str(base)
+    if not path.endswith(".json") or not fs.isfile(path):
         return None
     try:
-        old = json.loads(path.read_text())
+        old = json.loads(fs.read_text(path))
         had, bpb, mc = old["inputs"], old["bpb"], old["mc"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"--base {base}: not the JSON of a `jaxadapt eval --json` run ({e})") from None
@@ -175,7 +180,7 @@ def _scored_base(base: str, inputs: dict, generation: GenerationEval | None) -> 
             if had[kind][name] != fp:
                 raise UserError(f"--base {base}: {name!r} was scored on other text (another file, --max-bytes or "
                                 "--max-docs)")
-    out = {"model": old.get("model", str(base)), "from": str(path),
+    out = {"model": old.get("model", str(base)), "from": path,
            "bpb": {n: bpb[n] for n in inputs["corpora"]}, "mc": {n: mc[n] for n in inputs["tasks"]}}
     if generation is not None:
         if had.get("prompts") != inputs["prompts"] or "generation" not in old:
@@ -189,7 +194,7 @@ def generate_metrics(net, tokenizer, spec: str, prompts: list[str], gen: Generat
     eval/language.py measures on them: the code-switching rate for gen.lang and, when the model's dir has an
     adaptation.json, %Gen (None also when nothing was generated)."""
     from jaxadapt.eval.language import code_switching_rate, gen_share, old_vocab_size
-    from jaxadapt.eval.load import model_home
+    from jaxadapt.modelref import model_home
     from jaxadapt.generate import default_eos_ids, generate_tokens
 
     home = model_home(spec)
@@ -236,14 +241,13 @@ def _tables(res: dict) -> list[str]:
     return lines
 
 
-def write_json(res: dict, out: Path) -> None:
-    """Written by process 0 only (every process holds the same results)."""
+def write_json(res: dict, out: str | Path) -> None:
+    """Written by process 0 only (every process holds the same results), complete or not at all (a local path or
+    a URL such as gs://...)."""
     import jax
 
     if jax.process_index() != 0:
         return
-    from jaxadapt.io.atomic import atomic_file
-
-    with atomic_file(out) as fh:
+    with fs.atomic_file(out) as fh:
         json.dump(res, fh, indent=2)
         fh.write("\n")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxadapt import fs
 from jaxadapt.errors import UserError
 from jaxadapt.io.jsonl import json_object
 from jaxadapt.eval.bpb import prefix_id
@@ -33,11 +34,11 @@ class Item:
 
 
 def read_task(path: str | Path) -> list[Item]:
-    path = Path(path)
-    if not path.is_file():
+    """A task file, local or a URL (gs://...)."""
+    if not fs.isfile(str(path)):
         raise UserError(f"--mc {path}: no such file")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(fs.read_text(path).splitlines(), 1):
         if line.strip():
             items.append(_item(line, f"{path}:{n}"))
     if not items:

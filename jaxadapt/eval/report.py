@@ -8,6 +8,8 @@ includes compilation, left out).
 
 Inputs may also be JSON files written by `jaxadapt eval --json`: each one with a "retention" block (an eval with
 --base) gets a table of base vs adapted bpb per corpus in the "Retention (base vs adapted)" section.
+
+Inputs and the report dir may be local paths or URLs (gs://...); everything is read through jaxadapt.fs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from jaxadapt import fs
 from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import atomic_dir
 
@@ -40,12 +43,16 @@ class Run:
         return vals[-1] if vals else None
 
 
-def load_run(run_dir: Path) -> Run:
-    f = Path(run_dir) / "metrics.jsonl"
-    if not f.is_file():
-        raise UserError(f"{run_dir}: not a run dir (no metrics.jsonl)")
+def load_run(run_dir: str | Path) -> Run:
+    f = fs.path(run_dir) / "metrics.jsonl"
+    try:
+        text = fs.read_text(f)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise UserError(f"{run_dir}: not a run dir (no metrics.jsonl)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{f}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     rows = []
-    for n, line in enumerate(f.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -54,12 +61,11 @@ def load_run(run_dir: Path) -> Run:
             if not isinstance(row, dict) or "step" not in row:
                 raise UserError(f"{f}:{n}: expected a JSON object with a 'step'")
             rows.append(row)
-    stats_file = Path(run_dir) / "tokenizer_stats.json"
     try:
-        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else None
-    except json.JSONDecodeError:
-        stats = None  # optional decoration: a broken file only loses its plot
-    return Run(Path(run_dir).resolve().name, rows, stats if isinstance(stats, dict) else None)
+        stats = json.loads(fs.read_text(fs.path(run_dir) / "tokenizer_stats.json"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        stats = None  # optional decoration: a missing or broken file only loses its plot
+    return Run(fs.name(run_dir), rows, stats if isinstance(stats, dict) else None)
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,9 @@ class Evaluation:
         return self.res.get("retention")
 
 
-def load_eval(path: Path) -> Evaluation:
+def load_eval(path: str | Path) -> Evaluation:
     try:
-        res = json.loads(Path(path).read_text())
+        res = json.loads(fs.read_text(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: not a readable JSON file ({e})") from None
     if not (isinstance(res, dict) and "model" in res and isinstance(res.get("bpb"), dict)):
@@ -85,21 +91,21 @@ def load_eval(path: Path) -> Evaluation:
     if ret is not None and not (isinstance(ret, dict) and isinstance(ret.get("rows"), list)
                                 and isinstance(ret.get("flagged"), list)):
         raise UserError(f"{path}: 'retention' is not a block of `jaxadapt eval --base` (rows, flagged)")
-    return Evaluation(Path(path).name, res)
+    return Evaluation(fs.name(path), res)
 
 
-def _is_eval(path: Path) -> bool:
-    return Path(path).suffix == ".json" and not Path(path).is_dir()
+def _is_eval(path: str | Path) -> bool:
+    return str(path).rstrip("/").endswith(".json") and not fs.isdir(str(path))
 
 
-def load_inputs(inputs: list[Path]) -> tuple[list[Run], list[Evaluation]]:
+def load_inputs(inputs: list[str | Path]) -> tuple[list[Run], list[Evaluation]]:
     """Run dirs and eval JSON files (told apart by the .json suffix), all read before anything is written."""
     if not inputs:
         raise UserError("report: give at least one run dir or eval JSON")
     return [load_run(p) for p in inputs if not _is_eval(p)], [load_eval(p) for p in inputs if _is_eval(p)]
 
 
-def write_report(runs: list[Run], evals: list[Evaluation], out: Path) -> None:
+def write_report(runs: list[Run], evals: list[Evaluation], out: str | Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

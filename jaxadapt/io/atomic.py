@@ -1,7 +1,8 @@
-"""Write a directory or file completely or not at all, and never delete what a user already had at an output path.
+"""Write a directory completely or not at all, and never delete what a user already had at an output path.
 
 A directory is built beside its target and renamed into place at the end. If the target exists (an `--overwrite`),
-only the entries the command wrote replace their namesakes; everything else in it is left alone.
+only the entries the command wrote replace their namesakes; everything else in it is left alone. (A single file:
+`jaxadapt.fs.atomic_file`.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def check_output(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | No
     unless `overwrite`. The nearest existing parent must be a writable dir.
     """
     if fs.is_url(str(out)):
+        fs.check_reachable(str(out), what)
         url = fs.path(out)
+        if url.is_file():
+            raise UserError(f"{what} {out}: exists and is a file, not a directory")
         _refuse_nonempty(url, overwrite, what)
         return url
     out = Path(out)
@@ -54,7 +58,14 @@ def _refuse_nonempty(out, overwrite: bool, what: str) -> None:
 
 
 def check_file_output(out: str | os.PathLike, what: str = "output") -> Path:
-    """Refuse, before any work, an output file that cannot be written (a dir there, a file or read-only dir above)."""
+    """Refuse, before any work, an output file that cannot be written (a dir there, a file or read-only dir above;
+    for a URL, a prefix holding objects there or a bucket that cannot be reached)."""
+    if fs.is_url(str(out)):
+        fs.check_reachable(str(out), what)
+        url = fs.path(out)
+        if url.is_dir():
+            raise UserError(f"{what} {out}: is a directory, expected a file path")
+        return url
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{what} {out}: is a directory, expected a file path")
@@ -143,21 +154,3 @@ def _merge(tmp: Path, out: Path, replaces: tuple[str, ...]) -> None:
         os.replace(tmp / name, out / name)
     tmp.rmdir()
     shutil.rmtree(aside, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_file(out: str | os.PathLike, mode: str = "w", **kw) -> Iterator:
-    """Open a temporary file next to `out` for writing; it becomes `out` only if the block succeeds."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    try:
-        with os.fdopen(fd, mode, **kw) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())  # the new content is on disk before the name points at it
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

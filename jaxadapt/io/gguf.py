@@ -6,7 +6,8 @@ vocabulary + merges -> tokenizer.json. Facts this relies on:
 - GGUF stores shapes fastest-dimension first; the reader's numpy arrays (and `gguf.quants.dequantize`) are already
   `[out, in]`, HF's Linear orientation.
 - llama.cpp's converter reorders the rows of Llama's `attn_q`/`attn_k` per head so that the two rotate-half halves
-  are interleaved (ggml rotates adjacent pairs); `unpermute_rope_rows` undoes that. Qwen2 GGUFs keep HF's order.
+  are interleaved (ggml rotates adjacent pairs); `unpermute_rope_rows` undoes that. Qwen2/Qwen3 GGUFs keep
+  HF's order.
 - There is no `output.weight` when the embeddings are tied.
 """
 
@@ -21,21 +22,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.config import ModelConfig
-from jaxadapt.config.model import DTYPES
-from jaxadapt.io.hf import hf_shapes, write_hf_dir
+from jaxadapt.config.model import check_dtype
+from jaxadapt.io.hf import hf_shapes, hf_specs, write_hf_dir
 from jaxadapt.io.safetensors import CheckpointError
+from jaxadapt.params import PARAMS, ParamSpec, specs_for
 
 log = logging.getLogger(__name__)
 
 # Bump when the output of convert_gguf changes: caches of converted GGUFs (assets, predict) are keyed by it.
 CONVERTER_VERSION = 1
-ARCHITECTURES = ("llama", "qwen2")  # general.architecture values we import (same names as HF model_type)
-TOP_LEVEL = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-             "output.weight": "lm_head.weight"}
-IN_BLOCK = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-            "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-            "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-            "ffn_down": "mlp.down_proj"}
+# general.architecture values we import (same names as HF model_type); tensor names come from jaxadapt.params.
+ARCHITECTURES = ("llama", "qwen2", "qwen3")
+# Architectures whose q/k rows llama.cpp's converter reorders for ggml's RoPE (see unpermute_rope_rows); the others
+# (Qwen's) run NeoX-style RoPE in llama.cpp and keep HF's order.
+PERMUTED_ROPE = ("llama",)
 
 # tokenizer.ggml.pre -> how text is split before byte-level BPE, as in each model family's own tokenizer.json.
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -61,8 +61,7 @@ def convert_gguf(gguf_path, out_dir, dtype: str = "float32") -> Path:
     tensor is written; the output appears only once complete.
     """
     path = Path(gguf_path)
-    if dtype not in DTYPES:
-        raise CheckpointError(f"dtype={dtype!r} is not supported; expected one of {DTYPES}")
+    check_dtype(dtype)
     reader = open_gguf(path)
     meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
     tensors = {t.name: t for t in reader.tensors}
@@ -73,14 +72,10 @@ def convert_gguf(gguf_path, out_dir, dtype: str = "float32") -> Path:
     tokenizer = build_tokenizer(meta, path)
 
     np_dtype = np.dtype(jnp.dtype(dtype))
-    by_hf = {hf: tensors[g] for g, hf in names.items()}
-    rope_heads = {}  # HF name -> heads, for the Q/K weights and biases llama.cpp reordered
-    if cfg.model_type == "llama":
-        for hf in by_hf:
-            if ".self_attn.q_proj." in hf:
-                rope_heads[hf] = cfg.num_attention_heads
-            elif ".self_attn.k_proj." in hf:
-                rope_heads[hf] = cfg.num_key_value_heads
+    by_hf = {hf: tensors[g] for g, (hf, _) in names.items()}
+    # HF name -> heads, for the Q/K weights and biases llama.cpp reordered
+    rope_heads = {hf: getattr(cfg, spec.rope_heads) for hf, spec in names.values()
+                  if spec.rope_heads and cfg.model_type in PERMUTED_ROPE}
 
     def produce(hf_name: str) -> np.ndarray:
         w = _dequantize(path, by_hf[hf_name])
@@ -88,9 +83,7 @@ def convert_gguf(gguf_path, out_dir, dtype: str = "float32") -> Path:
             w = unpermute_rope_rows(w, rope_heads[hf_name])
         return w.astype(np_dtype)
 
-    shapes = hf_shapes(cfg)
-    specs = [(hf, shapes[hf], np_dtype) for hf in by_hf]
-    return write_hf_dir(out_dir, cfg, specs, produce, dtype=str(np_dtype), tokenizer=tokenizer)
+    return write_hf_dir(out_dir, cfg, hf_specs(cfg, np_dtype), produce, dtype=str(np_dtype), tokenizer=tokenizer)
 
 
 def open_gguf(path: Path):
@@ -187,33 +180,55 @@ def hf_config(meta: dict, tensors: dict, path: Path) -> dict[str, Any]:
     return hf
 
 
-def hf_tensor_names(cfg: ModelConfig, tensors: dict, path: Path) -> dict[str, str]:
-    """GGUF tensor name -> HF name, checked against the tensors and shapes the config implies."""
+def hf_tensor_names(cfg: ModelConfig, tensors: dict, path: Path) -> dict[str, tuple[str, ParamSpec]]:
+    """GGUF tensor name -> (HF name, its spec), checked against the tensors and shapes the config implies."""
+    _check_gguf_knows(cfg, path)
+    templates = {s.gguf: s for s in PARAMS if s.gguf is not None}
     out = {}
     for name in tensors:
-        m = re.fullmatch(r"blk\.(\d+)\.(\w+)\.(weight|bias)", name)
-        hf = (TOP_LEVEL.get(name) if m is None else
-              f"model.layers.{m[1]}.{IN_BLOCK[m[2]]}.{m[3]}" if m[2] in IN_BLOCK else None)
-        if hf is None:
+        m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
+        spec = templates.get(name if m is None else f"blk.{{i}}.{m[2]}")
+        if spec is None:
             raise CheckpointError(f"{path}: tensor {name!r} is not part of a {cfg.model_type} model jaxadapt knows")
-        out[name] = hf
+        out[name] = (spec.hf_name(None if m is None else int(m[1])), spec)
     shapes = hf_shapes(cfg)
-    missing = sorted(set(shapes) - set(out.values()))
+    missing = sorted(set(shapes) - {hf for hf, _ in out.values()})
     if missing:
         raise CheckpointError(f"{path}: missing tensors (HF names) {missing[:5]}"
                               + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
-    for name, hf in out.items():
+    for name, (hf, _) in out.items():
         got = tuple(int(d) for d in reversed(tensors[name].shape))
         if hf not in shapes:
             raise CheckpointError(f"{path}: tensor {name!r} is not expected by the metadata's config")
         if got != shapes[hf]:
             raise CheckpointError(f"{path}: tensor {name!r} has shape {got}, expected {shapes[hf]} from the metadata")
-    return dict(sorted(out.items(), key=lambda kv: _order(kv[1])))
+    return out
 
 
-def _order(hf_name: str):
-    m = re.match(r"model\.layers\.(\d+)\.", hf_name)
-    return (int(m.group(1)) if m else -1, hf_name)
+def _check_gguf_knows(cfg: ModelConfig, path: Path) -> None:
+    """The installed `gguf` package names every tensor this architecture's spec table expects the same way: an
+    older package that predates the architecture (or renamed a tensor) is a clear error, not a missing tensor."""
+    import gguf
+
+    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}.get(cfg.model_type)
+    version = _gguf_version()
+    if arch is None:
+        raise CheckpointError(f"{path}: the installed gguf package ({version}) does not know the architecture "
+                              f"{cfg.model_type!r}; upgrade it (pip install -U gguf)")
+    known = {gguf.TENSOR_NAMES[t].replace("{bid}", "{i}") for t in gguf.MODEL_TENSORS[arch]}
+    unknown = sorted(s.gguf or s.hf for s in specs_for(cfg) if s.gguf is None or s.gguf.rsplit(".", 1)[0] not in known)
+    if unknown:
+        raise CheckpointError(f"{path}: the installed gguf package ({version}) does not name the {cfg.model_type} "
+                              f"tensors {unknown} as jaxadapt expects; upgrade it (pip install -U gguf)")
+
+
+def _gguf_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "gguf " + version("gguf")
+    except PackageNotFoundError:
+        return "gguf, version unknown"
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer

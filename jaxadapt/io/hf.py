@@ -26,8 +26,15 @@ from jaxadapt.errors import UserError, first_line
 from jaxadapt.io.atomic import atomic_dir
 from jaxadapt import fs
 from jaxadapt.fs import is_hub_id, is_url, local_copy
-from jaxadapt.io.safetensors import CheckpointError, open_checkpoint, plan_shards, write_safetensors
+from jaxadapt.io.safetensors import (
+    CheckpointError,
+    SafetensorsFile,
+    open_checkpoint,
+    plan_shards,
+    write_safetensors,
+)
 from jaxadapt.model import LlamaForCausalLM, Runtime, abstract_model
+from jaxadapt.params import check_paths, specs_for
 from jaxadapt.sharding import path_str, tree_shardings
 
 MAX_SHARD_BYTES = 5 * 1024**3
@@ -37,28 +44,16 @@ TOKENIZER_FILES = (
 )
 # Tensors some HF checkpoints carry that are derived, not learned.
 IGNORED_TENSORS = re.compile(r"rotary_emb\.inv_freq$")
-LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 # ---------------------------------------------------------------------------------------------- names
 def hf_layout(cfg: ModelConfig) -> dict[str, tuple[str, int | None, bool]]:
-    """HF tensor name -> (jaxadapt param path, layer index or None, transposed?)."""
-    out = {"model.embed_tokens.weight": ("model/embed_tokens/embedding", None, False),
-           "model.norm.weight": ("model/norm/weight", None, False)}
-    if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = ("lm_head/kernel", None, True)
-    biased = {"self_attn.q_proj": cfg.attention_bias, "self_attn.k_proj": cfg.attention_bias,
-              "self_attn.v_proj": cfg.attention_bias, "self_attn.o_proj": cfg.o_proj_bias,
-              "mlp.gate_proj": cfg.mlp_bias, "mlp.up_proj": cfg.mlp_bias, "mlp.down_proj": cfg.mlp_bias}
+    """HF tensor name -> (jaxadapt param path, layer index or None, transposed?), from the parameter-spec table:
+    top-level tensors first, then layer by layer."""
+    specs = specs_for(cfg)
+    out = {s.hf_name(): (s.path, None, s.transpose) for s in specs if not s.stacked}
     for i in range(cfg.num_hidden_layers):
-        for lin in LINEARS:
-            ours = "model/layers/" + lin.replace(".", "/")
-            out[f"model.layers.{i}.{lin}.weight"] = (ours + "/kernel", i, True)
-            if biased[lin]:
-                out[f"model.layers.{i}.{lin}.bias"] = (ours + "/bias", i, False)
-        for norm in ("input_layernorm", "post_attention_layernorm"):
-            out[f"model.layers.{i}.{norm}.weight"] = (f"model/layers/{norm}/weight", i, False)
+        out.update((s.hf_name(i), (s.path, i, s.transpose)) for s in specs if s.stacked)
     return out
 
 
@@ -66,6 +61,7 @@ def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """HF tensor name -> the shape HF stores it in, for the model `cfg` describes."""
     _, abstract = nnx.split(abstract_model(cfg))
     ours = {path_str(p): leaf.shape for p, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+    check_paths(cfg, ours)
     out = {}
     for hf_name, (path, layer, t) in hf_layout(cfg).items():
         shape = ours[path][1:] if layer is not None else ours[path]
@@ -146,12 +142,10 @@ def read_config(model_dir: Path) -> ModelConfig:
     return ModelConfig.from_hf(read_hf_config(model_dir), source=str(Path(model_dir) / "config.json"))
 
 
-def load_pretrained(path_or_hub_id, dtype: str = "float32", mesh: Mesh | None = None,
-                    runtime: Runtime | None = None) -> LlamaForCausalLM:
-    """Load an HF Llama-family checkpoint. `dtype` is the parameter (and default compute) dtype."""
-    model_dir = resolve(path_or_hub_id)
-    cfg = read_config(model_dir)
-    rt = runtime or Runtime(param_dtype=dtype, compute_dtype=dtype)
+def open_tensors(model_dir: Path, cfg: ModelConfig) -> dict[str, SafetensorsFile]:
+    """The checkpoint's tensors (name -> file), checked against what `cfg` needs: no unexpected or missing tensor,
+    every shape as config.json implies. Derived tensors (rotary inv_freq) and a tied model's stored head are
+    tolerated and never read."""
     tensors = open_checkpoint(model_dir)
     layout = hf_layout(cfg)
     unexpected = sorted(n for n in tensors if n not in layout and not IGNORED_TENSORS.search(n)
@@ -163,22 +157,30 @@ def load_pretrained(path_or_hub_id, dtype: str = "float32", mesh: Mesh | None = 
     if missing:
         raise CheckpointError(f"{model_dir}: missing tensors {missing[:5]}"
                               + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+    for hf_name, shape in hf_shapes(cfg).items():
+        got = tensors[hf_name].shape(hf_name)
+        if got != shape:
+            raise CheckpointError(f"{tensors[hf_name].path}: tensor {hf_name!r} has shape {got}, "
+                                  f"expected {shape} from config.json")
+    return tensors
+
+
+def load_pretrained(path_or_hub_id, dtype: str = "float32", mesh: Mesh | None = None,
+                    runtime: Runtime | None = None) -> LlamaForCausalLM:
+    """Load an HF Llama-family checkpoint. `dtype` is the parameter (and default compute) dtype."""
+    model_dir = resolve(path_or_hub_id)
+    cfg = read_config(model_dir)
+    rt = runtime or Runtime(param_dtype=dtype, compute_dtype=dtype)
+    tensors = open_tensors(model_dir, cfg)
 
     graphdef, abstract = nnx.split(abstract_model(cfg, rt))
     shardings = (tree_shardings(abstract, mesh) if mesh is not None
                  else jax.tree.map(lambda _: SingleDeviceSharding(jax.devices()[0]), abstract))
     sources = by_param(cfg)
-    shapes = hf_shapes(cfg)
 
     def build(path, leaf, sharding):
-        name = path_str(path)
-        entries = sources[name]
+        entries = sources[path_str(path)]
         expected = tuple(leaf.shape)
-        for hf_name, _, _ in entries:
-            got = tensors[hf_name].shape(hf_name)
-            if got != shapes[hf_name]:
-                raise CheckpointError(f"{tensors[hf_name].path}: tensor {hf_name!r} has shape {got}, "
-                                      f"expected {shapes[hf_name]} from config.json")
 
         def read(index):
             if entries[0][1] is None:
@@ -222,7 +224,7 @@ def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dty
               jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]}
     np_dtype = np.dtype(jnp.dtype(dtype or model.runtime.param_dtype))
     layout = hf_layout(cfg)
-    specs = [(hf_name, shape, np_dtype) for hf_name, shape in hf_shapes(cfg).items()]
+    specs = hf_specs(cfg, np_dtype)
 
     cache: dict[str, np.ndarray] = {}
 
@@ -234,7 +236,6 @@ def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dty
         arr = cache[path] if layer is None else cache[path][layer]
         return (arr.T if t else arr).astype(np_dtype)
 
-    specs.sort(key=lambda s: (layout[s[0]][0], _hf_order(s[0])))  # group reads by parameter
     if jax.process_index() != 0:
         for name, _, _ in specs:  # take part in the gathers, write nothing
             produce(name)
@@ -242,6 +243,19 @@ def save_pretrained(model: LlamaForCausalLM, out_dir, tokenizer: Any = None, dty
     return write_hf_dir(out, cfg, specs, produce, dtype=str(np_dtype), tokenizer=tokenizer,
                         max_shard_bytes=max_shard_bytes, generation_config=generation_config,
                         extra_files=extra_files)
+
+
+def hf_specs(cfg: ModelConfig, dtype) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(HF name, shape, dtype) of every tensor `cfg`'s checkpoint holds, in the order jaxadapt writes them: grouped
+    by parameter (a stacked layer parameter is gathered from the devices once), layers in order."""
+    layout = hf_layout(cfg)
+
+    def order(name):
+        m = re.match(r"model\.layers\.(\d+)\.", name)
+        return layout[name][0], (int(m.group(1)) if m else -1, name)
+
+    return sorted(((name, shape, np.dtype(dtype)) for name, shape in hf_shapes(cfg).items()),
+                  key=lambda s: order(s[0]))
 
 
 WEIGHT_FILES = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin*")  # stale if left
@@ -279,11 +293,6 @@ def write_hf_dir(out_dir, cfg: ModelConfig, specs: list[tuple[str, tuple[int, ..
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
     return fs.path(out_dir)
-
-
-def _hf_order(name: str):
-    m = re.match(r"model\.layers\.(\d+)\.", name)
-    return (int(m.group(1)) if m else -1, name)
 
 
 def _write_tokenizer(tokenizer, dest: Path) -> None:

@@ -63,13 +63,27 @@ class SafetensorsFile:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.header[name]["shape"])
 
+    def dtype(self, name: str) -> np.dtype:
+        code = self.header[name]["dtype"]
+        if code not in DTYPES:
+            raise CheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {code}")
+        return np.dtype(DTYPES[code])
+
     def __getitem__(self, name: str) -> np.ndarray:
         h = self.header[name]
-        if h["dtype"] not in DTYPES:
-            raise CheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {h['dtype']}")
         start, stop = h["data_offsets"]
         raw = self._mm[self._base + start: self._base + stop]
-        return raw.view(DTYPES[h["dtype"]]).reshape(h["shape"])
+        return raw.view(self.dtype(name)).reshape(h["shape"])
+
+    def read(self, name: str) -> np.ndarray:
+        """A private, writable copy of one tensor, read with plain file reads. Pages of the memory map that a whole
+        tensor is copied from stay resident (and count in the RSS) until the kernel needs them; a pass over every
+        tensor of a large checkpoint would hold the whole file that way."""
+        h = self.header[name]
+        dtype = self.dtype(name)
+        with open(self.path, "rb") as fh:
+            fh.seek(self._base + h["data_offsets"][0])
+            return np.fromfile(fh, dtype=dtype, count=int(np.prod(h["shape"], dtype=np.int64))).reshape(h["shape"])
 
 
 def open_checkpoint(model_dir: Path) -> dict[str, SafetensorsFile]:
@@ -119,7 +133,7 @@ def write_safetensors(path: Path, tensors: Iterable[tuple[str, tuple[int, ...], 
             arr = np.ascontiguousarray(produce(name), dtype=dtype)
             if arr.shape != tuple(shape):
                 raise CheckpointError(f"{path}: tensor {name!r} has shape {arr.shape}, expected {tuple(shape)}")
-            fh.write(arr.tobytes())
+            fh.write(arr.reshape(-1).view(np.uint8).data)  # no copy: a big tensor is not held twice
 
 
 def plan_shards(specs: list[tuple[str, tuple[int, ...], np.dtype]], max_bytes: int) -> Iterator[list]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jaxadapt import fs
 from jaxadapt.config.loader import load_config
 from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import atomic_file
+from jaxadapt.fs import atomic_file
 from jaxadapt.train.config import RunConfig
 
 DEFAULTS = (
@@ -27,15 +28,15 @@ DEFAULTS = (
 
 
 def read_prompts(path) -> list[str]:
-    """A JSONL file with a `prompt` field per line, or a text file with one prompt per line."""
-    p = Path(path)
-    if not p.is_file():
+    """A JSONL file with a `prompt` field per line, or a text file with one prompt per line (local or a URL)."""
+    p = str(path)
+    if not fs.isfile(p):
         raise UserError(f"{p}: no such prompts file")
     prompts = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(fs.read_text(p).splitlines(), 1):
         if not line.strip():
             continue
-        if p.suffix == ".jsonl":
+        if p.endswith(".jsonl"):
             try:
                 prompts.append(str(json.loads(line)["prompt"]))
             except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -73,7 +74,7 @@ def calibrate(student: str, *, teacher: str | None = None, prompts=None, data=No
 
     if (data is None) == (prompts is None):
         raise UserError("give --prompts (self-calibration with a --teacher) or --data (instruction tuning), not both")
-    run_dir = Path(runs_root) / name
+    run_dir = fs.path(runs_root) / name
     if data is None:
         if teacher is None:
             raise UserError("--prompts needs --teacher: the model whose answers the student learns")
@@ -81,7 +82,7 @@ def calibrate(student: str, *, teacher: str | None = None, prompts=None, data=No
         if not data.exists():  # a re-run (e.g. after preemption) reuses the answers and resumes training
             kept, dropped = teacher_answers(teacher, read_prompts(prompts), data, max_new_tokens)
             print(f"teacher answered {kept} prompts ({dropped} empty answers dropped) -> {data}")
-    elif not Path(data).exists():
+    elif not fs.exists(str(data)):
         raise UserError(f"--data {data}: no such file")
     cfg = load_config(RunConfig, None, [*DEFAULTS, f"model.path={student}", f"runs_root={runs_root}",
                                         f"name={name}", f"data.sources=[{{name: sft, paths: ['{data}']}}]",

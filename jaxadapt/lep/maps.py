@@ -25,10 +25,34 @@ class Fit:
     rows: int  # how many rows the fit used
 
 
+_CHUNK = 8192  # rows per float64 pass
+
+
 def least_squares(x: np.ndarray, y: np.ndarray) -> Fit:
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    d, *_ = np.linalg.lstsq(x, y, rcond=None)
-    return Fit(d, _relative(x @ d, y), x.shape[0])
+    """argmin_D ||x D - y|| through the normal equations, x^T x D = x^T y, both sides accumulated in float64 over
+    chunks of rows: memory and time scale with d^2, not with rows x d in float64 (a 128K vocabulary at d = 4096 is
+    4 GB per matrix in float64, and an SVD of it takes minutes). Embedding matrices are well conditioned, so
+    squaring the condition number costs nothing at float64. A Gram matrix that is not positive definite (x of lower
+    rank) is solved by its pseudo-inverse, as lstsq on x would be."""
+    n, d = x.shape
+    gram, rhs = np.zeros((d, d)), np.zeros((d, y.shape[1]))
+    for i in range(0, n, _CHUNK):
+        xs, ys = np.asarray(x[i:i + _CHUNK], np.float64), np.asarray(y[i:i + _CHUNK], np.float64)
+        gram += xs.T @ xs
+        rhs += xs.T @ ys
+    try:
+        np.linalg.cholesky(gram)  # the cheap test of full rank; lstsq (an SVD) of a 2048^2 matrix takes minutes
+        matrix = np.linalg.solve(gram, rhs)
+    except np.linalg.LinAlgError:
+        w, v = np.linalg.eigh(gram)
+        keep = w > w.max() * d * np.finfo(np.float64).eps
+        matrix = v[:, keep] @ ((v[:, keep].T @ rhs) / w[keep, None])
+    err = ref = 0.0
+    for i in range(0, n, _CHUNK):
+        ys = np.asarray(y[i:i + _CHUNK], np.float64)
+        err += float(np.sum((np.asarray(x[i:i + _CHUNK], np.float64) @ matrix - ys) ** 2))
+        ref += float(np.sum(ys ** 2))
+    return Fit(matrix, float(np.sqrt(err / max(ref, 1e-60))), n)
 
 
 def estimate(method: str, base: np.ndarray, inst: np.ndarray, *, common: np.ndarray | None = None,
@@ -40,8 +64,7 @@ def estimate(method: str, base: np.ndarray, inst: np.ndarray, *, common: np.ndar
     if method == "overlap":
         return least_squares(base[common], inst[common])
     if method == "conversion":
-        return least_squares(transform.apply(np.asarray(base, np.float64)),
-                             transform.apply(np.asarray(inst, np.float64)))
+        return least_squares(transform.apply(base), transform.apply(inst))  # rows summed in float64 by apply
     raise ValueError(f"unknown propagation method {method!r}; expected one of {METHODS}")
 
 

@@ -15,54 +15,75 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.config import ModelConfig
+from jaxadapt.config.model import check_dtype
 from jaxadapt.errors import UserError
-from jaxadapt import fs
-from jaxadapt.io.hf import load_pretrained, read_config, resolve, save_pretrained
+from jaxadapt.io.hf import read_config, resolve
+from jaxadapt.io.rewrite import checkpoint_dtype, read_matrix, rewrite
 from jaxadapt.lep.maps import METHODS, estimate
-from jaxadapt.model import LlamaForCausalLM
 from jaxadapt.vocab.tokdir import TokenizerDir, read_tokenizer
 from jaxadapt.vocab.transform import build_transform
 
 ARCH_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
              "num_key_value_heads", "head_dim", "tie_word_embeddings")
 PROPAGATION_FILE = "propagation.json"
+VOCAB_PAD = 128  # rows, as `vocab adapt --pad-to` (TPU tiles)
 
 
 @dataclass
 class Donor:
-    """The donor's vocabulary and trained matrices; `lora` holds the run's model when it carries adapters."""
+    """The donor's vocabulary and trained matrices; `lora` the adapters of a LoRA run, by HF tensor name."""
 
     name: str
     config: ModelConfig
     tokenizer: TokenizerDir
     embed: np.ndarray  # [rows, d]
     head: np.ndarray | None  # [rows, d] (rows of the LM head), None when tied
-    lora: LlamaForCausalLM | None = None
+    lora: dict[str, np.ndarray] | None = None  # HF weight name -> the update to add, [out, in] float32
 
 
 def load_donor(path) -> Donor:
-    """An HF dir, or a jaxadapt run dir (its latest checkpoint; LoRA factors kept for merging)."""
-    p = fs.path(path)
-    if (p / "checkpoints").is_dir() and (p / "config.yaml").exists():
+    """An HF dir (only its vocabulary matrices are read), or a jaxadapt run dir (its latest checkpoint) or one of its
+    checkpoints, LoRA updates kept for merging."""
+    from jaxadapt.modelref import run_of
+
+    run = run_of(path)
+    if run is not None:
         from jaxadapt.train.export import restore_model
         from jaxadapt.train.lora import has_lora
 
-        model, cfg, _, _ = restore_model(p)
+        model, cfg, _, _ = restore_model(*run)
         tok = read_tokenizer(cfg.model.tokenizer or cfg.model.path)
-        return Donor(str(p), model.config, tok, *_matrices(model), lora=model if has_lora(model) else None)
-    d = resolve(str(p))
-    model = load_pretrained(d, dtype="float32")
-    return Donor(str(d), model.config, read_tokenizer(d), *_matrices(model))
+        embed = np.asarray(model.model.embed_tokens.embedding[...], np.float32)
+        head = None if model.lm_head is None else np.asarray(model.lm_head.kernel[...], np.float32).T
+        return Donor(str(path), model.config, tok, embed, head,
+                     lora=_lora_updates(model) if has_lora(model) else None)
+    d = resolve(str(path))
+    return Donor(str(d), read_config(d), read_tokenizer(d), *_matrices(d))
 
 
-def _matrices(model: LlamaForCausalLM) -> tuple[np.ndarray, np.ndarray | None]:
-    embed = np.asarray(model.model.embed_tokens.embedding[...], np.float32)
-    head = None if model.lm_head is None else np.asarray(model.lm_head.kernel[...], np.float32).T
-    return embed, head
+def _matrices(model_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(input embeddings, LM head rows or None when tied) of an HF dir, float32."""
+    head = None if read_config(model_dir).tie_word_embeddings else read_matrix(model_dir, "lm_head.weight")
+    return read_matrix(model_dir, "model.embed_tokens.weight"), head
+
+
+def _lora_updates(model) -> dict[str, np.ndarray]:
+    """scale * (A @ B)^T per adapted layer and module, named as the HF weight it adds to."""
+    from jaxadapt.params import LORA_SPECS
+    from jaxadapt.train.lora import target_modules
+
+    out = {}
+    for name, lin in target_modules(model, tuple(LORA_SPECS)).items():
+        if lin.lora_a is None:
+            continue
+        a, b = np.asarray(lin.lora_a[...], np.float32), np.asarray(lin.lora_b[...], np.float32)
+        scale = np.asarray(lin.lora_scale[...], np.float32)
+        for i in np.flatnonzero(scale):
+            out[LORA_SPECS[name].hf_name(i)] = (a[i] @ b[i] * scale[i]).T
+    return out
 
 
 def check_compatible(base: Path, base_cfg: ModelConfig, donor: Donor, target: Path, target_cfg: ModelConfig,
@@ -83,11 +104,15 @@ def check_compatible(base: Path, base_cfg: ModelConfig, donor: Donor, target: Pa
 
 
 def propagate(base, donor, target, method: str = "conversion", out=None, *, vocab: str = "extended",
-              lora_scale: float = 1.0) -> Path:
+              lora_scale: float = 1.0, dtype: str | None = None) -> Path:
+    """Write I' to `out` in `dtype` (default: the target's own). Only the vocabulary matrices of B, B' and I are
+    held in memory; the target's other tensors stream through one at a time (with a LoRA donor's update added)."""
     if method not in METHODS:
         raise UserError(f"--method {method!r}: expected one of {METHODS}")
     if vocab not in ("extended", "replaced"):
         raise UserError(f"--vocab {vocab!r}: expected 'extended' or 'replaced'")
+    if dtype is not None:
+        check_dtype(dtype)
     base, target = resolve(base), resolve(target)
     base_cfg, target_cfg = read_config(base), read_config(target)
     base_tok, target_tok = read_tokenizer(base), read_tokenizer(target)
@@ -99,11 +124,8 @@ def propagate(base, donor, target, method: str = "conversion", out=None, *, voca
     if method == "overlap" and len(common) < base_cfg.hidden_size:
         raise UserError(f"overlap: only {len(common)} tokens are shared by {base} and {don.name}, fewer than the "
                         f"hidden size {base_cfg.hidden_size}; the map is underdetermined (use conversion)")
-    base_model = load_pretrained(base, dtype="float32")
-    model = load_pretrained(target, dtype="float32")
-    b_embed, b_head = _matrices(base_model)
-    t_embed, t_head = _matrices(model)
-    del base_model
+    b_embed, b_head = _matrices(base)
+    t_embed, t_head = _matrices(target)
     n_old = base_tok.size
     report = {"method": method, "vocab": vocab, "base": str(base), "donor": don.name, "target": str(target)}
 
@@ -115,23 +137,32 @@ def propagate(base, donor, target, method: str = "conversion", out=None, *, voca
         fit_out = estimate(method, b_head[:n_old], t_head[:n_old], common=common, transform=transform)
         new_head = (don.head.astype(np.float64) @ fit_out.matrix).astype(np.float32)
         report["lm_head"] = {"residual": fit_out.residual, "rows": fit_out.rows}
+    del b_embed, b_head, fit
 
     tokenizer, kept = output_tokenizer(don, target)
     rows = max(len(tokenizer), new_embed.shape[0])
-    rows = -(-rows // 128) * 128
+    rows = -(-rows // VOCAB_PAD) * VOCAB_PAD
     new_embed, new_head = _pad(new_embed, rows), None if new_head is None else _pad(new_head, rows)
     for tok, out_id in kept.items():  # the target's own chat markers keep their rows
         new_embed[out_id] = t_embed[target_tok.vocab[tok]]
         if new_head is not None:
             new_head[out_id] = t_head[target_tok.vocab[tok]]
     report["target_rows_kept"] = sorted(kept)
+    del t_embed, t_head
 
-    _set_vocab(model, new_embed, new_head, tokenizer)
+    replace = {"model.embed_tokens.weight": lambda: new_embed}
+    if new_head is not None:
+        replace["lm_head.weight"] = lambda: new_head
+    lora = don.lora or {}
     if don.lora is not None:
-        report["lora_merged"] = _merge_lora_onto(model, don.lora, lora_scale)
+        report["lora_merged"] = sorted({n.split(".")[-2] for n in lora})
         report["lora_scale"] = lora_scale
-    return save_pretrained(model, out, tokenizer=tokenizer,
-                           extra_files={PROPAGATION_FILE: json.dumps(report, indent=2)})
+    ids = {k: tokenizer.convert_tokens_to_ids(getattr(tokenizer, k[:-3])) if getattr(tokenizer, k[:-3], None)
+           else None for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    out_cfg = target_cfg.replace(vocab_size=rows, **ids)
+    return rewrite(target, out, out_cfg, dtype or checkpoint_dtype(target), replace=replace,
+                   edit=(lambda name, w: w + lora_scale * lora[name] if name in lora else w) if lora else None,
+                   tokenizer=tokenizer, extra_files={PROPAGATION_FILE: json.dumps(report, indent=2)})
 
 
 def output_tokenizer(donor: Donor, target: Path):
@@ -160,30 +191,3 @@ def _pad(m: np.ndarray, rows: int) -> np.ndarray:
     if m.shape[0] >= rows:
         return m[:rows].copy()
     return np.concatenate([m, np.broadcast_to(m.mean(axis=0), (rows - m.shape[0], m.shape[1]))]).astype(m.dtype)
-
-
-def _set_vocab(model: LlamaForCausalLM, embed: np.ndarray, head: np.ndarray | None, tokenizer) -> None:
-    model.model.embed_tokens.embedding.set_value(jnp.asarray(embed))
-    if head is not None:
-        model.lm_head.kernel.set_value(jnp.asarray(head.T))
-    ids = {k: tokenizer.convert_tokens_to_ids(getattr(tokenizer, k.replace("_id", ""))) if getattr(
-        tokenizer, k.replace("_id", ""), None) else None for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
-    model.config = model.model.cfg = model.config.replace(vocab_size=embed.shape[0], **ids)
-
-
-def _merge_lora_onto(model: LlamaForCausalLM, donor: LlamaForCausalLM, scale: float) -> list[str]:
-    """kernel += scale * lora_scale * A @ B with the donor's factors, module by module; returns the modules."""
-    from jaxadapt.train.config import LORA_TARGETS
-    from jaxadapt.train.lora import target_modules
-
-    merged = []
-    mine = target_modules(model, LORA_TARGETS)
-    for name, lin in target_modules(donor, tuple(mine)).items():
-        if lin.lora_a is None:
-            continue
-        a, b = np.asarray(lin.lora_a[...], np.float32), np.asarray(lin.lora_b[...], np.float32)
-        s = np.asarray(lin.lora_scale[...], np.float32)[:, None, None] * scale
-        kernel = mine[name].kernel
-        kernel.set_value(kernel[...] + jnp.asarray(np.einsum("lir,lro->lio", a, b) * s))
-        merged.append(name)
-    return merged

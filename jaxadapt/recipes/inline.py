@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jaxadapt.config.loader import dump_yaml, load_config
+from jaxadapt.config.loader import beside, dump_yaml, load_config
 from jaxadapt.errors import UserError
 
 
@@ -19,7 +19,7 @@ def load_inline(schema: type, data: dict[str, Any], label: str, base_dir: Path, 
     data = dict(data)
     if "base" in data:
         bases = data["base"] if isinstance(data["base"], list) else [data["base"]]
-        data["base"] = [str(base_dir / b) if isinstance(b, str) else b for b in bases]
+        data["base"] = [str(beside(base_dir, b)) if isinstance(b, str) else b for b in bases]
     with tempfile.TemporaryDirectory(prefix="jaxadapt-inline-") as tmp:
         path = Path(tmp) / "inline.yaml"
         path.write_text(dump_yaml(data))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jaxadapt import fs
 from jaxadapt.config.loader import config_hash, dump_yaml, to_dict
 from jaxadapt.errors import UserError
 from jaxadapt.recipes.inline import load_inline
@@ -31,7 +32,8 @@ class PlannedStage:
 
 
 def run_dir(recipe: Recipe) -> Path:
-    return Path(recipe.runs_root) / recipe.name
+    """runs_root/NAME: a `pathlib.Path`, or for a URL root (gs://...) an `etils.epath.Path` (fs.path)."""
+    return fs.path(recipe.runs_root) / recipe.name
 
 
 def stage_dir(recipe: Recipe, name: str) -> Path:
@@ -45,7 +47,10 @@ def plan(recipe: Recipe, source: str | Path) -> list[PlannedStage]:
     for st in recipe.stages:
         where = f"{source}: stages.{st.name}.config"
         config = substitute(st.config, scope, where)
-        p = _train(recipe, st, config, Path(source), where) if st.kind == "train" else _command(recipe, st, config, where)
+        if st.kind == "train":
+            p = _train(recipe, st, config, fs.path(source), where)
+        else:
+            p = _command(recipe, st, config, where)
         scope["stages"][st.name] = {"out": p.out}
         planned.append(p)
     return planned

@@ -12,13 +12,17 @@ stage and, through the chain of run ids, every stage after it. A stage that cras
 output, so a train stage resumes from its last checkpoint; outputs left by a different config are removed first.
 
 Each stage runs as `python -m jaxadapt.cli ...` so its accelerator memory is freed when it ends and each stage
-gets the device to itself. SIGTERM/SIGINT are passed on to the stage (train saves and exits 0) and the stage is
-recorded as stopped, never as complete.
+gets the device to itself. SIGTERM/SIGINT are passed on to the stage (train saves and exits 75 or 130) and the
+stage is recorded as stopped, never as complete; the runner then exits with the same status as a stopped `train`
+(errors.PREEMPTED / INTERRUPTED), so a watcher resumes a recipe as it resumes a run.
 
 On several hosts (`jaxadapt run` started on every worker, runs_root on storage they share), the COLLECTIVE stages
 (train, calibrate, eval) run on every process, one JAX process each; the others (tokenizers, vocab adapt, propagate,
 export, ...) run once, on process 0, as a single process on its CPU (a pod slice's accelerators start only all
 together), while the others wait. Process 0 alone writes the records, so the stage chain is its.
+
+runs_root may be a URL (gs://...): records and resolved configs are then single-object uploads, each stage's log is
+written locally while it runs and appended to log.txt in the bucket when it ends.
 """
 
 from __future__ import annotations
@@ -26,17 +30,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from jaxadapt import fs
 from jaxadapt.config.loader import save_resolved
-from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import atomic_file
+from jaxadapt.errors import INTERRUPTED, PREEMPTED, Stopped, UserError
+from jaxadapt.fs import atomic_file
 from jaxadapt.recipes.plan import PlannedStage, plan, resolved, run_dir, stage_dir
 from jaxadapt.recipes.schema import Recipe
 
@@ -59,7 +64,7 @@ def run_recipe(recipe: Recipe, source: str | Path, dry_run: bool = False) -> Pat
         sdir = stage_dir(recipe, st.name)
         record = read_record(sdir)
         key = {"config_hash": st.config_hash, "upstream": upstream}
-        if _complete(record, key) and Path(st.out).exists():
+        if _complete(record, key) and fs.exists(str(st.out)):
             _say(f"[{st.name}] done with config {st.config_hash}: skipped")
             upstream = record["run_id"]
         elif dry_run:
@@ -84,9 +89,11 @@ def _follow_stage(st: PlannedStage, sdir: Path, key: dict, index: int) -> str:
         _await(st, sdir, key, ("running", "complete"))
         _say(f"[{st.name}] process {index}: running: jaxadapt {shlex.join(st.args)}")
         code, stopped = execute(list(st.args), sdir / f"log.process-{index}.txt")
-        if stopped or code:
-            raise UserError(f"stage {st.name}: process {index} " + (f"stopped by {stopped}" if stopped else
-                                                                    f"exited with code {code}"))
+        if stopped or code in (PREEMPTED, INTERRUPTED):
+            _say(f"[{st.name}] process {index}: stopped; run the same command again to continue")
+            raise Stopped(INTERRUPTED if code == INTERRUPTED or stopped == "SIGINT" else PREEMPTED)
+        if code:
+            raise UserError(f"stage {st.name}: process {index} exited with code {code}")
     else:
         _say(f"[{st.name}] process {index}: waiting for process 0 to run it")
     return _await(st, sdir, key, ("complete",))["run_id"]
@@ -110,14 +117,24 @@ def _await(st: PlannedStage, sdir: Path, key: dict, statuses: tuple[str, ...], g
 
 def read_record(sdir: Path) -> dict | None:
     try:
-        return json.loads((sdir / RECORD).read_text())
+        return json.loads(fs.read_text(sdir / RECORD))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
 def execute(args: list[str], log: Path, alone: bool = False) -> tuple[int, str | None]:
     """Run `jaxadapt ARGS` in a child, echoing its output into `log`; returns (exit code, signal that stopped it).
-    alone: as a single process on the CPU, whatever the launcher's environment says."""
+    alone: as a single process on the CPU, whatever the launcher's environment says. A `log` URL (an object
+    store has no append) gets the output when the child ends."""
+    if fs.is_url(str(log)):
+        fd, tmp = tempfile.mkstemp(prefix="jaxadapt-stage-log-", suffix=".txt")
+        os.close(fd)
+        try:
+            return execute(args, Path(tmp), alone)
+        finally:
+            with open(tmp, encoding="utf-8", errors="replace") as f:
+                fs.append_text(log, f.read())
+            os.unlink(tmp)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if alone:
         from jaxadapt.train.distributed import MULTI_PROCESS_ENV
@@ -147,13 +164,14 @@ def execute(args: list[str], log: Path, alone: bool = False) -> tuple[int, str |
 
 
 def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict, alone: bool = False) -> str:
-    out = Path(st.out)
-    if record is not None and _key(record) != key and out.is_relative_to(sdir) and out.exists():
+    out = str(st.out)
+    inside = out.startswith(str(sdir).rstrip("/") + "/")
+    if record is not None and _key(record) != key and inside and fs.exists(out):
         _say(f"[{st.name}] removing {out}: written with another config or upstream")
-        if out.is_dir():
-            shutil.rmtree(out)
+        if fs.isdir(out):
+            fs.rmtree(out)
         else:
-            out.unlink()
+            fs.path(out).unlink()
     sdir.mkdir(parents=True, exist_ok=True)
     for name, text in st.files.items():
         with atomic_file(sdir / name) as f:
@@ -164,11 +182,13 @@ def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict, alo
     t0 = time.time()
     code, stopped = execute(list(st.args), sdir / LOG, alone)
     seconds = round(time.time() - t0, 1)
-    if stopped or code != 0 or not out.exists():
+    stopped = stopped or ("a preemption notice" if code == PREEMPTED else None)
+    if stopped or code != 0 or not fs.exists(out):
         status = "stopped" if stopped else "failed"
         _write_record(sdir, {**base, "status": status, "exit_code": code, "seconds": seconds})
         if stopped:
-            raise UserError(f"stage {st.name} stopped by {stopped}; run the same command again to continue")
+            _say(f"[{st.name}] stopped by {stopped}; run the same command again to continue")
+            raise Stopped(INTERRUPTED if code == INTERRUPTED or stopped == "SIGINT" else PREEMPTED)
         why = f"exited with code {code}" if code else f"exited 0 but wrote no {out}"
         raise UserError(f"stage {st.name} ({st.kind}) {why}; its log: {sdir / LOG}")
     run_id = uuid.uuid4().hex

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxadapt.config.loader import dump_yaml, load_config, parse_value, read_yaml
+from jaxadapt import fs
+from jaxadapt.config.loader import beside, dump_yaml, load_config, parse_value, read_yaml
 from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import atomic_file
+from jaxadapt.fs import atomic_file
 from jaxadapt.recipes.inline import load_inline
 from jaxadapt.recipes.plan import plan, resolved
 from jaxadapt.recipes.schema import load_recipe
@@ -48,13 +49,14 @@ class Point:
 
 
 def load_sweep(path: str | Path) -> tuple[Path, bool, list[Point]]:
-    """(base file, whether it is a recipe, the points), every point validated."""
-    path = Path(path)
+    """(base file, whether it is a recipe, the points), every point validated. `path` may be a URL (gs://...),
+    and its base is then found beside it there."""
+    path = fs.path(path)
     raw = read_yaml(path)
     base = raw.pop("base", None)
     if not isinstance(base, str):
         raise UserError(f"base: expected the recipe or train config to sweep over, got {base!r} in {path}")
-    base_path = path.parent / base
+    base_path = beside(path.parent, base)
     if not base_path.is_file():
         raise UserError(f"base: {base_path} not found (named in {path})")
     spec = load_inline(SweepSpec, raw, str(path), path.parent)
@@ -108,15 +110,18 @@ def point_name(values: list[tuple[str, Any]]) -> str:
     return text
 
 
-def commands(base: Path, is_recipe: bool, points: list[Point], emit: Path | None) -> list[list[str]]:
-    """One command per point: the base plus overrides, or with `emit` the emitted config file."""
+def commands(base: Path, is_recipe: bool, points: list[Point], emit: str | Path | None) -> list[list[str]]:
+    """One command per point: the base plus overrides, or with `emit` (a dir or a URL) the emitted config file."""
     verb = "run" if is_recipe else "train"
     if emit is None:
         return [["jaxadapt", verb, str(base), *p.overrides] for p in points]
-    return [["jaxadapt", verb, str(emit / f"{_leaf(p)}.yaml")] for p in points]
+    return [["jaxadapt", verb, str(fs.path(emit) / f"{_leaf(p)}.yaml")] for p in points]
 
 
-def write_emit(emit: Path, points: list[Point], cmds: list[list[str]]) -> None:
+def write_emit(emit: str | Path, points: list[Point], cmds: list[list[str]]) -> None:
+    if fs.is_url(str(emit)):
+        fs.check_reachable(str(emit), "--emit")
+    emit = fs.path(emit)
     for p in points:
         with atomic_file(emit / f"{_leaf(p)}.yaml") as f:
             f.write(dump_yaml(p.config))
@@ -149,7 +154,7 @@ def _is_recipe(path: Path) -> bool:
     if "stages" in raw:
         return True
     bases = raw.get("base") or []
-    return any(_is_recipe(path.parent / b) for b in ([bases] if isinstance(bases, str) else bases))
+    return any(_is_recipe(beside(path.parent, b)) for b in ([bases] if isinstance(bases, str) else bases))
 
 
 def _load_train(path: Path, overrides):

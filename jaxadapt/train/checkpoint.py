@@ -55,6 +55,17 @@ class Checkpointer:
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
         return out["state"], out["data"], out["meta"]
 
+    def restore_params(self, step: int, params: Any, shardings: Any) -> Any:
+        """Only state["params"] of a step, shaped and typed like `params` (a tree of arrays or abstract ones),
+        placed by `shardings`: what export, eval and generate need, without reading the optimizer state."""
+        target = {"params": jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), params,
+                                         shardings)}
+        args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+                            target)
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(target, restore_args=args, partial_restore=True)))
+        return out["state"]["params"]
+
     def restore_latest(self, abstract_state: Any, shardings: Any) -> tuple[int, Any, dict, dict] | None:
         """(step, state, data state, meta) of the newest step that restores, None if there is no checkpoint."""
         steps = sorted(self.all_steps(), reverse=True)

@@ -13,9 +13,9 @@ from typing import Literal
 
 from jaxadapt.data.config import DataConfig
 from jaxadapt.errors import UserError
+from jaxadapt.params import LORA_TARGETS
 
 TRAINABLE_PARTS = ("full", "lora", "embeddings", "new_rows")
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)

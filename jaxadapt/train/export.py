@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 
+from flax import nnx
+
 from jaxadapt.config.loader import load_config
 from jaxadapt.errors import UserError
 from jaxadapt import fs
 from jaxadapt.io.hf import save_pretrained
 from jaxadapt.model import Runtime
-from jaxadapt.sharding import reading_mesh
+from jaxadapt.sharding import reading_mesh, tree_shardings
 from jaxadapt.train.checkpoint import Checkpointer
 from jaxadapt.train.config import MeshConfig, RunConfig, trainable_parts
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
 from jaxadapt.train.modelload import load_model, load_training_tokenizer
-from jaxadapt.train.partition import resolve_old_vocab
-from jaxadapt.train.step import build_engine
+from jaxadapt.train.partition import split_trainable
 
 
-def restore_model(run_dir, step: int | None = None):
-    """(model with the checkpoint's trained params, RunConfig, tokenizer, step), on any number of devices: the
-    returned config's mesh is the one the model was restored onto (the run's own, if these devices allow it)."""
+def restore_model(run_dir, step: int | None = None, mesh=None, dtype: str | None = None):
+    """(model with the checkpoint's trained params, RunConfig, tokenizer, step), on any number of devices: onto
+    `mesh` if given, else the run's own where these devices allow it; the returned config's mesh is the one used.
+    Only the parameters are read (no optimizer state), in `dtype` if given (parameters and compute)."""
     run_dir = fs.path(run_dir)
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.exists():
@@ -35,23 +37,28 @@ def restore_model(run_dir, step: int | None = None):
         raise UserError(f"{run_dir / 'checkpoints'}: " + (f"no checkpoint for step {step} (have {steps})" if steps
                                                            else "no complete checkpoint"))
     step = steps[-1] if step is None else step
-    mesh = reading_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    mesh = mesh or reading_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     cfg = dataclasses.replace(cfg, mesh=MeshConfig(**dict(zip(mesh.axis_names, mesh.devices.shape))))
-    rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype)
+    # the run's attention kernel (eval and generate compute with it); remat and chunking only matter for gradients
+    rt = Runtime(param_dtype=dtype or cfg.model.param_dtype, compute_dtype=dtype or cfg.model.compute_dtype,
+                 attention_impl=cfg.model.attention_impl)
     tokenizer = load_training_tokenizer(cfg.model)
     model = load_model(cfg.model, rt, mesh, seed=cfg.train.seed)
-    parts = trainable_parts(cfg.train.trainable)
-    if "lora" in parts:
+    if "lora" in trainable_parts(cfg.train.trainable):
         add_lora(model, cfg.lora, seed=cfg.train.seed)
-    old_vocab = resolve_old_vocab(cfg)
-    engine, state = build_engine(model, cfg, mesh, old_vocab)
-    state, _, _ = ckpt.restore(step, state, engine.state_shardings)
-    ckpt.close()
-    return engine.model(state["params"]), cfg, tokenizer, step
+    graphdef, trainable, frozen = split_trainable(model, cfg.train.trainable)
+    try:
+        params = nnx.to_pure_dict(trainable)
+        params = ckpt.restore_params(step, params, tree_shardings(params, mesh))
+    finally:
+        ckpt.close()
+    nnx.replace_by_pure_dict(trainable, params)
+    return nnx.merge(graphdef, trainable, frozen), cfg, tokenizer, step
 
 
-def export(run_dir, out_dir, step: int | None = None, mode: str = "merge"):
-    """mode: 'merge' (LoRA folded into the weights, one HF dir) or 'peft' (a PEFT adapter dir)."""
+def export(run_dir, out_dir, step: int | None = None, mode: str = "merge", dtype: str | None = None):
+    """mode: 'merge' (LoRA folded into the weights, one HF dir, in `dtype`, default the run's parameter dtype) or
+    'peft' (a PEFT adapter dir)."""
     model, cfg, tokenizer, _ = restore_model(run_dir, step)
     parts = trainable_parts(cfg.train.trainable)
     if mode == "peft":
@@ -61,4 +68,4 @@ def export(run_dir, out_dir, step: int | None = None, mode: str = "merge"):
                                  base_model=cfg.model.path)
     if "lora" in parts:
         merge_lora(model)
-    return save_pretrained(model, out_dir, tokenizer=tokenizer)
+    return save_pretrained(model, out_dir, tokenizer=tokenizer, dtype=dtype)

@@ -7,8 +7,12 @@ runs/NAME/
   config_history.jsonl  what each resume changed (only with allow_changes), and from which step
   tensorboard/
 
-One trainer per run dir (a lock); a resume must use the recorded config (train/rundir.py). SIGTERM / SIGINT (TPU
-preemption, Ctrl-C) finish the current step, save, and return normally (exit 0).
+One trainer per run dir (a lock); a resume must use the recorded config (train/rundir.py). SIGTERM / SIGINT (spot
+preemption, SLURM's --signal, Ctrl-C) finish the current step, save it, and raise errors.Stopped: the command exits
+75 (errors.PREEMPTED) after SIGTERM, 130 after SIGINT, never 0, so a watcher can tell "resume me" from "finished".
+With several processes the signal reaches one host at a time (or only one), so JAX's preemption service (its own
+SIGTERM handler, started by jax.distributed.initialize) agrees on the step: every process asks
+`reached_preemption_sync_point(step)` after each step, and all save that same step, then exit 75.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.config.loader import save_resolved, to_dict
-from jaxadapt.errors import UserError
+from jaxadapt.errors import INTERRUPTED, PREEMPTED, Stopped, UserError
 from jaxadapt import fs
 from jaxadapt.model import Runtime
 from jaxadapt.perf import device_peak_flops, train_flops_per_token
@@ -51,19 +55,37 @@ class DataIterator(Protocol):
 
 
 class _Stop:
-    """Set by SIGTERM/SIGINT; the loop checks it between steps."""
+    """Why the loop stops early (`reason`, None while it goes on); `check(step)` after every step.
 
-    def __init__(self):
-        self.signal = None
+    One process: SIGTERM / SIGINT set it. Several: SIGTERM is left to JAX's preemption notifier and every process
+    polls the sync point, so all stop after the same step; SIGINT is passed to that notifier as a SIGTERM."""
+
+    def __init__(self, multiprocess: bool):
+        self.reason = None
+        self.code = 0
+        self._multi = multiprocess
         self._old = {}
 
     def __enter__(self):
-        for s in (signal.SIGTERM, signal.SIGINT):
+        for s in (signal.SIGINT,) if self._multi else (signal.SIGTERM, signal.SIGINT):
             self._old[s] = signal.signal(s, self._handle)
         return self
 
     def _handle(self, signum, _frame):
-        self.signal = signal.Signals(signum).name
+        if self._multi:
+            signal.raise_signal(signal.SIGTERM)  # to JAX's notifier, which has the SIGTERM handler
+        else:
+            self.reason = signal.Signals(signum).name
+            self.code = PREEMPTED if signum == signal.SIGTERM else INTERRUPTED
+
+    def check(self, step: int) -> bool:
+        if self._multi and self.reason is None:
+            from jax.experimental.multihost_utils import reached_preemption_sync_point
+
+            if reached_preemption_sync_point(step):
+                self.reason = f"preemption notice (SIGTERM on a host; all {jax.process_count()} processes stop here)"
+                self.code = PREEMPTED
+        return self.reason is not None
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
@@ -146,7 +168,9 @@ def _train(cfg: RunConfig, mesh, rdir, data, eval_data, allow_changes: bool):
     tokens_seen = start * t.batch_size * t.seq_len
     meta = {"config": to_dict(cfg)}
     step = start
-    with _Stop() as stop:
+    # The preemption service is on by default; without it (jax_enable_preemption_service=False) each process
+    # falls back to its own signal, as a single process does.
+    with _Stop(jax.process_count() > 1 and jax.config.jax_enable_preemption_service) as stop:
         while step < t.steps:
             batch = shard_batch(next(data), engine, t.grad_accum)
             t0 = time.perf_counter()
@@ -162,17 +186,25 @@ def _train(cfg: RunConfig, mesh, rdir, data, eval_data, allow_changes: bool):
             if eval_data and t.eval_every and step % t.eval_every == 0:
                 logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, engine.logits_chunk))
             last = step == t.steps
-            if last or step % cfg.checkpoint.every == 0 or stop.signal:
+            stopping = stop.check(step)
+            if last or step % cfg.checkpoint.every == 0 or stopping:
                 logger.flush()  # a resume from this step keeps the rows up to it
                 ckpt.save(step, state, data.get_state(), meta)
-            if stop.signal:
+            if stopping and not last:
                 ckpt.wait()
-                _say(f"{stop.signal}: saved step {step} in {rdir / 'checkpoints'}; run the same command to resume")
+                _say(f"{stop.reason}: saved step {step} in {rdir / 'checkpoints'}; run the same command to resume "
+                     f"(exit {stop.code})")
                 break
     if eval_data and step == t.steps and not t.eval_every:
         logger.log(step, evaluate(engine, state, eval_data, t.eval_batches, engine.logits_chunk))
     ckpt.close()
     logger.close()
+    if step < t.steps:  # stopped early, saved: not finished
+        if jax.process_count() > 1:  # no process leaves (and ends the job) before every one has written its part
+            from jax.experimental.multihost_utils import sync_global_devices
+
+            sync_global_devices("jaxadapt: stopped and saved")
+        raise Stopped(stop.code)
     return rdir
 
 

@@ -21,15 +21,13 @@ from jaxadapt import fs
 from jaxadapt.io.atomic import atomic_dir
 from jaxadapt.io.safetensors import write_safetensors
 from jaxadapt.model import Linear, LlamaForCausalLM, LoRAParam
+from jaxadapt.params import LORA_PARENTS as PARENTS, LORA_SPECS
 from jaxadapt.train.config import LoraConfig
-
-_PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
-           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
 
 
 def target_modules(model: LlamaForCausalLM, targets) -> dict[str, Linear]:
     layers = model.model.layers
-    return {t: getattr(getattr(layers, _PARENT[t]), t) for t in targets}
+    return {t: getattr(getattr(layers, PARENTS[t]), t) for t in targets}
 
 
 def adapted_layers(cfg: LoraConfig, num_layers: int) -> list[int]:
@@ -71,7 +69,7 @@ def has_lora(model: LlamaForCausalLM) -> bool:
 
 def merge_lora(model: LlamaForCausalLM) -> None:
     """kernel += scale * A @ B for every adapted module, then drop the factors (in place)."""
-    for lin in target_modules(model, _PARENT).values():
+    for lin in target_modules(model, PARENTS).values():
         if lin.lora_a is None:
             continue
         delta = jnp.einsum("lir,lro->lio", lin.lora_a[...].astype(jnp.float32), lin.lora_b[...].astype(jnp.float32))
@@ -97,7 +95,7 @@ def save_peft_adapter(model: LlamaForCausalLM, cfg: LoraConfig, out_dir, *, embe
     for name, lin in sorted(mods.items()):
         a, b = np.asarray(jax.device_get(lin.lora_a[...])), np.asarray(jax.device_get(lin.lora_b[...]))
         for i in layers:
-            prefix = f"base_model.model.model.layers.{i}.{_PARENT[name]}.{name}"
+            prefix = "base_model.model." + LORA_SPECS[name].hf_name(i).removesuffix(".weight")
             arrays[f"{prefix}.lora_A.weight"] = a[i].T  # PEFT: [r, in]
             arrays[f"{prefix}.lora_B.weight"] = b[i].T  # PEFT: [out, r]
     modules_to_save = None

@@ -25,20 +25,6 @@ REMATS = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16")
 
 
-def parse_mesh(spec: str) -> dict[str, int]:
-    """'data=2,fsdp=4' -> {'data': 2, 'fsdp': 4, 'tensor': 1}; every size explicit (the device count follows)."""
-    sizes = {"data": 1, "fsdp": 1, "tensor": 1}
-    seen = set()
-    for item in spec.split(","):
-        key, sep, value = item.strip().partition("=")
-        if not sep or key not in sizes or key in seen or not value.strip().isdigit() or int(value) < 1:
-            raise UserError(f"--mesh {spec!r}: expected comma-separated AXIS=SIZE with AXIS one of data, fsdp, "
-                            f"tensor (each at most once) and SIZE a positive integer, e.g. data=2,fsdp=4")
-        seen.add(key)
-        sizes[key] = int(value)
-    return sizes
-
-
 def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str,
                logits_chunk: int | str = "auto", attention_chunk: int | str = "auto") -> None:
     """Reject bad input in the parent, before a subprocess and a compile are paid for."""
@@ -159,6 +145,7 @@ def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: in
                  attention_chunk: int | str = "auto") -> str:
     """Validate, then compile in a subprocess with N simulated devices; the printable report."""
     from jaxadapt.config.presets import model_preset
+    from jaxadapt.sharding import parse_mesh
 
     mesh = parse_mesh(mesh_spec)
     logits_chunk = _chunk_arg("--logits-chunk", logits_chunk, seq)

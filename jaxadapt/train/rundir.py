@@ -1,10 +1,12 @@
 """Guards of a run dir: one trainer at a time, resume only with the config the checkpoints were made with (the mesh
 aside), a metrics log without the rows of steps that a resume repeats, and no run dir left by a failed start.
 
-The lock is an advisory `flock` on run_dir/.lock held by process 0 for the whole run; the kernel drops it when the
-process dies, so a killed trainer never leaves a stale lock on a local disk (NFS does not honour it). The holder's
-host, pid and start time are written into the file for the refusal message. A run dir on an object store (`gs://`)
-is not locked: a lock object would outlive a preempted holder and block the very resume it should allow.
+The lock is held by process 0 for the whole run. On a local disk it is an advisory `flock` on run_dir/.lock; the
+kernel drops it when the process dies, so a killed trainer never leaves a stale lock (NFS does not honour it). On an
+object store (`gs://`) nothing is dropped when a VM is reclaimed, so the lock is a lease (`Lease`): an object
+created only if absent and refreshed by its holder; one that stops being refreshed expires, and the resume of a
+preempted run waits for that, while a second trainer that sees the lease refreshed is refused. Either way the
+holder's host, pid and start time are in the file for the refusal message.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import fcntl
 import json
 import os
 import socket
+import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 
 import yaml
@@ -32,13 +38,100 @@ IGNORED = ("runs_root", "name")  # they locate the run dir itself
 WHERE = ("mesh.",)
 
 
+LEASE_SECONDS = 120.0  # a lease not refreshed for this long is a dead holder's (JAXADAPT_LEASE_SECONDS overrides)
+
+
+def _holder() -> str:
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    return f"pid {os.getpid()} on {socket.gethostname()} (since {started})"
+
+
+def _in_use(run_dir, holder: str) -> UserError:
+    return UserError(f"run dir {run_dir} is in use by {holder}; wait for it to finish, or train under another name")
+
+
+class Lease:
+    """run_dir/.lock on an object store: {"holder", "token", "beat", "time"}, created only if absent (fs.create_new),
+    rewritten every `seconds / 4` by a daemon thread with `beat` + 1, deleted on exit.
+
+    Taking it when it exists: watch it. If its beat moves, the holder is alive: refused. If it has not been refreshed
+    for `seconds` (by the holder's clock; hosts' clocks agree far better than that), the holder died without
+    releasing it, as a preempted VM does: it is deleted and taken. So a resume waits at most `seconds` after a hard
+    kill, none after a clean exit, and a concurrent second trainer is refused within about `seconds / 4`."""
+
+    def __init__(self, run_dir, seconds: float | None = None):
+        self.run_dir = str(run_dir).rstrip("/")
+        self.path = f"{self.run_dir}/{LOCK}"
+        self.seconds = float(seconds or os.environ.get("JAXADAPT_LEASE_SECONDS", LEASE_SECONDS))
+        self.record = {"holder": _holder(), "token": uuid.uuid4().hex, "beat": 0, "time": time.time()}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        first = None
+        while not fs.create_new(self.path, json.dumps(self.record)):
+            held = self._read()
+            if held is None:  # released between the two calls
+                continue
+            if first is not None and (held.get("token"), held.get("beat")) != (first.get("token"), first.get("beat")):
+                raise _in_use(self.run_dir, held.get("holder", "another trainer"))
+            if time.time() - float(held.get("time", 0)) > self.seconds:
+                print(f"warning: {self.path}: the lease of {held.get('holder')} was not refreshed for "
+                      f"{self.seconds:.0f} s (its trainer is gone); taking it over", file=sys.stderr, flush=True)
+                fs.remove(self.path)
+                continue
+            if first is None:
+                first = held
+                print(f"{self.path}: held by {held.get('holder')}; waiting up to {self.seconds:.0f} s for it to be "
+                      "refreshed (a live trainer: refused) or to expire (a stopped one: taken over)",
+                      file=sys.stderr, flush=True)
+            time.sleep(self.seconds / 8)
+        self._thread = threading.Thread(target=self._refresh, name="jaxadapt-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        held = self._read()
+        if held is not None and held.get("token") == self.record["token"]:
+            fs.remove(self.path)
+
+    def _read(self) -> dict | None:
+        try:
+            return json.loads(fs.read_text(self.path))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # not ours to judge: a torn or foreign file counts as a holder that never refreshes
+            return {"holder": f"an unreadable {LOCK}", "time": 0}
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.seconds / 4):
+            try:
+                held = self._read()
+                if held is None or held.get("token") != self.record["token"]:
+                    print(f"warning: {self.path}: this trainer's lease was taken over by "
+                          f"{(held or {}).get('holder', 'nobody')}; another trainer may now write this run dir",
+                          file=sys.stderr, flush=True)
+                    return
+                self.record = {**self.record, "beat": self.record["beat"] + 1, "time": time.time()}
+                fs.write_text(self.path, json.dumps(self.record))
+            except Exception as e:  # noqa: BLE001 (a network blip: the next beat retries; a lease lasts 4 beats)
+                print(f"warning: {self.path}: lease not refreshed ({type(e).__name__}: {e})", file=sys.stderr,
+                      flush=True)
+
+
 class RunLock:
     def __init__(self, run_dir, active: bool = True):
         self.path = fs.path(run_dir) / LOCK
-        self.active = active and not fs.is_url(str(run_dir))
+        self.lease = Lease(run_dir) if active and fs.is_url(str(run_dir)) else None
+        self.active = active and self.lease is None
         self.fh = None
 
     def __enter__(self):
+        if self.lease is not None:
+            self.lease.acquire()
+            return self
         if not self.active:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,17 +142,17 @@ class RunLock:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise UserError(f"run dir {self.path.parent} is in use by {holder}; wait for it to finish, or train "
-                            "under another name") from None
+            raise _in_use(self.path.parent, holder) from None
         fh.seek(0)
         fh.truncate()
-        started = datetime.datetime.now().isoformat(timespec="seconds")
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()} (since {started})\n")
+        fh.write(f"{_holder()}\n")
         fh.flush()
         self.fh = fh
         return self
 
     def __exit__(self, *exc):
+        if self.lease is not None:
+            self.lease.release()
         if self.fh is not None:
             self.fh.seek(0)
             self.fh.truncate()

@@ -1,6 +1,6 @@
 """Vocabulary adaptation: train, extend and measure tokenizers; give a model a new vocabulary (METHODS.md §1-2)."""
 
-from jaxadapt.vocab.adapt import adapt, adapt_model
+from jaxadapt.vocab.adapt import adapt
 from jaxadapt.vocab.corpus import read_corpora, read_corpus
 from jaxadapt.vocab.extend import extend
 from jaxadapt.vocab.optimize import optimize
@@ -11,6 +11,6 @@ from jaxadapt.vocab.train import train
 from jaxadapt.vocab.transform import Transform, build_transform
 
 __all__ = [
-    "Stats", "TokenizerDir", "Transform", "adapt", "adapt_model", "build_transform", "corpus_stats", "extend",
+    "Stats", "TokenizerDir", "Transform", "adapt", "build_transform", "corpus_stats", "extend",
     "optimize", "read_corpora", "read_corpus", "read_tokenizer", "replace", "train", "write_tokenizer_dir",
 ]

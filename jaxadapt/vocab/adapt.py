@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.config import ModelConfig
+from jaxadapt.config.model import check_dtype
 from jaxadapt.errors import UserError
-from jaxadapt.io.hf import load_pretrained, read_hf_config, resolve, save_pretrained
-from jaxadapt.model import LlamaForCausalLM
+from jaxadapt.io.hf import read_hf_config, resolve
+from jaxadapt.io.rewrite import checkpoint_dtype, read_matrix, rewrite
 from jaxadapt.vocab.tokdir import (
     TokenizerDir,
     TokenizerError,
@@ -27,7 +27,6 @@ from jaxadapt.vocab.tokdir import (
 from jaxadapt.vocab.transform import Transform, build_transform, read_mapping
 
 ADAPTATION_FILE = "adaptation.json"
-DTYPES = ("float32", "bfloat16", "float16")
 
 
 def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int = 128, seed: int = 0,
@@ -52,17 +51,18 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     if init.startswith("mapping:"):
         method, mapping = "mapping", read_mapping(init.split(":", 1)[1], old, new)
     transform = build_transform(old, new, method, mapping)
-    dtype = dtype or (hf_cfg.get("dtype") or hf_cfg.get("torch_dtype") or "float32")
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r}: expected one of {DTYPES}")
+    dtype = check_dtype(dtype or checkpoint_dtype(model_dir))
 
-    model = load_pretrained(model_dir, dtype="float32")
-    adapt_model(model, transform, pad_to, seed)
-    model.config = model.model.cfg = _remap_special_ids(model.config, old, new)
+    padded = -(-new.size // pad_to) * pad_to
+    out_cfg = _remap_special_ids(cfg.replace(vocab_size=padded), old, new)
+    replace = {"model.embed_tokens.weight": lambda: grow(read_matrix(model_dir, "model.embed_tokens.weight"),
+                                                         transform, padded, seed)}
+    if not cfg.tie_word_embeddings:  # HF stores the head as [vocab, hidden]: rows, as the embeddings
+        replace["lm_head.weight"] = lambda: grow(read_matrix(model_dir, "lm_head.weight"), transform, padded, seed + 1)
     copied = transform.copy_from[: old.size]
     record = {
         "method": init, "old_vocab_size": old.size, "old_model_vocab_size": cfg.vocab_size,
-        "new_vocab_size": new.size, "padded_vocab_size": model.config.vocab_size, "pad_to": pad_to,
+        "new_vocab_size": new.size, "padded_vocab_size": padded, "pad_to": pad_to,
         "tied_embeddings": cfg.tie_word_embeddings,
         # True when ids below old_vocab_size are the old tokens with their old rows (an extension): the rows a
         # new-rows-only training run may touch start at old_vocab_size.
@@ -70,27 +70,17 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
         "counts": transform.counts(), "model": str(model_dir), "tokenizer": str(tokenizer),
         "old_tokenizer_fingerprint": old.fingerprint(), "seed": seed,
     }
-    return save_pretrained(model, out, tokenizer=new.source, dtype=dtype,
-                           extra_files={ADAPTATION_FILE: json.dumps(record, indent=2)})
+    return rewrite(model_dir, out, out_cfg, dtype, replace=replace, tokenizer=new.source,
+                   extra_files={ADAPTATION_FILE: json.dumps(record, indent=2)})
 
 
-def adapt_model(model: LlamaForCausalLM, transform: Transform, pad_to: int = 128, seed: int = 0) -> LlamaForCausalLM:
-    """Replace model's embedding rows (and untied LM head) in place by the transform's, padded to pad_to."""
+def grow(old: np.ndarray, transform: Transform, padded: int, seed: int) -> np.ndarray:
+    """The new vocabulary's rows [padded, hidden] from the old ones: the transform's, then padding rows (the mean
+    of the old rows, never produced)."""
     n = transform.new_size
-    padded = -(-n // pad_to) * pad_to
-
-    def grow(old: np.ndarray, seed: int) -> np.ndarray:
-        rows = transform.apply(old, seed)
-        pad = np.broadcast_to(old[: transform.old_size].mean(axis=0, dtype=np.float64), (padded - n, old.shape[1]))
-        return np.concatenate([rows, pad.astype(old.dtype)])
-
-    emb = model.model.embed_tokens.embedding
-    emb.set_value(jnp.asarray(grow(np.asarray(emb[...]), seed)))
-    if model.lm_head is not None:
-        kernel = model.lm_head.kernel
-        kernel.set_value(jnp.asarray(grow(np.asarray(kernel[...]).T, seed + 1).T))
-    model.config = model.model.cfg = model.config.replace(vocab_size=padded)
-    return model
+    rows = transform.apply(old, seed)
+    pad = np.broadcast_to(old[: transform.old_size].mean(axis=0, dtype=np.float64), (padded - n, old.shape[1]))
+    return np.concatenate([rows, pad.astype(old.dtype)])
 
 
 def check_pair(model_dir: Path, cfg: ModelConfig, old: TokenizerDir, new: TokenizerDir, origin: dict | None) -> None:

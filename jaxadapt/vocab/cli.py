@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
 from jaxadapt.errors import UserError
-from jaxadapt.io.atomic import check_output
+from jaxadapt.io.atomic import check_file_output, check_output
 from jaxadapt.options import OVERWRITE
 
 tokenizer_app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -16,11 +15,12 @@ tokenizer_app = typer.Typer(no_args_is_help=True, add_completion=False,
 vocab_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="Give a model a new vocabulary (embedding initialisation).")
 
-CORPUS = typer.Option(..., "--corpus", help="A .jsonl (text field) or text file; repeat for more.")
+CORPUS = typer.Option(..., "--corpus", help="A .jsonl (text field) or text file, dir, glob or URL (gs://...), or "
+                                            "debian:LANG; repeat for more.")
 MAX_MB = typer.Option(None, "--max-mb", help="Read at most this many MB of text from each corpus.")
 
 
-def _texts(corpus: list[Path], max_mb: float | None) -> list[str]:
+def _texts(corpus: list[str], max_mb: float | None) -> list[str]:
     from jaxadapt.vocab.corpus import read_corpora
 
     return read_corpora(corpus, None if max_mb is None else int(max_mb * 2**20))
@@ -28,10 +28,11 @@ def _texts(corpus: list[Path], max_mb: float | None) -> list[str]:
 
 @tokenizer_app.command("train")
 def train_cmd(
-    corpus: list[Path] = CORPUS,
-    vocab_size: int = typer.Option(..., "--vocab-size", help="Size of the vocabulary, special and byte tokens included."),
+    corpus: list[str] = CORPUS,
+    vocab_size: int = typer.Option(..., "--vocab-size",
+                                   help="Size of the vocabulary, special and byte tokens included."),
     kind: str = typer.Option("bpe", help="bpe (byte-level), spm-bpe (▁ + byte fallback) or unigram."),
-    out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
+    out: str = typer.Option(..., "--out", help="The tokenizer directory to write (a path or a gs:// URL)."),
     split_digits: bool = typer.Option(True, help="Make every digit its own token."),
     special_token: list[str] | None = typer.Option(None, "--special-token",
                                                       help="A special token (repeat); default per kind."),
@@ -53,8 +54,8 @@ def train_cmd(
 @tokenizer_app.command("extend")
 def extend_cmd(
     base: str = typer.Option(..., "--base", help="A model or tokenizer dir with tokenizer.json, or a hub id."),
-    corpus: list[Path] = CORPUS,
-    out: Path = typer.Option(..., "--out", help="The tokenizer directory to write."),
+    corpus: list[str] = CORPUS,
+    out: str = typer.Option(..., "--out", help="The tokenizer directory to write (a path or a gs:// URL)."),
     add: int | None = typer.Option(None, "--add", help="How many new tokens to learn and append."),
     merge_priority: str = typer.Option("low", help="low: new merges after the old ones; high: before them."),
     replace: bool = typer.Option(False, "--replace", help="Make a stand-alone tokenizer of --vocab-size tokens."),
@@ -64,7 +65,7 @@ def extend_cmd(
     vocab_size: int | None = typer.Option(None, "--vocab-size",
                                              help="--replace: the new size; --optimize: the final size "
                                                   "(default: the base's)."),
-    protect: list[Path] = typer.Option([], "--protect",
+    protect: list[str] = typer.Option([], "--protect",
                                        help="Text of a language the new merges should leave alone (e.g. a related "
                                             "language the model is not trained on); repeat for more."),
     protect_weight: float = typer.Option(1.0, "--protect-weight",
@@ -111,9 +112,10 @@ def extend_cmd(
 def stats_cmd(
     tokenizer: list[str] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir, or a hub id; repeat to "
                                                                 "compare."),
-    corpus: list[Path] = CORPUS,
+    corpus: list[str] = CORPUS,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the JSON to this file."),
+    json_out: str | None = typer.Option(None, "--json-out", help="Also write the JSON to this file (a path or a "
+                                                                "gs:// URL)."),
     max_mb: float | None = MAX_MB,
 ):
     """Characters/bytes per token, tokens per word and line, words split, byte-fallback rate per corpus."""
@@ -121,6 +123,8 @@ def stats_cmd(
     from jaxadapt.vocab.stats import corpus_stats, format_table
     from jaxadapt.vocab.tokdir import read_tokenizer
 
+    if json_out is not None:
+        check_file_output(json_out, "--json-out")
     toks = [(t, read_tokenizer(t)) for t in tokenizer]
     limit = None if max_mb is None else int(max_mb * 2**20)
     texts = [(str(c), read_corpus(c, limit)) for c in corpus]
@@ -128,7 +132,7 @@ def stats_cmd(
     records = [{"tokenizer": t, "corpus": c, **s.as_dict()} for t, c, s in rows]
     typer.echo(json.dumps(records, indent=2) if as_json else format_table(rows))
     if json_out is not None:
-        from jaxadapt.io.atomic import atomic_file
+        from jaxadapt.fs import atomic_file
 
         with atomic_file(json_out, encoding="utf-8") as fh:
             json.dump(records, fh, indent=2)
@@ -139,7 +143,7 @@ def adapt_cmd(
     model: str = typer.Option(..., "--model", help="An HF model dir or a hub id (with its tokenizer)."),
     tokenizer: str = typer.Option(..., "--tokenizer", help="The new tokenizer (dir with tokenizer.json, or a hub id)."),
     init: str = typer.Option("mean", "--init", help="mean | wmean | merge | mean-all | random | mapping:FILE"),
-    out: Path = typer.Option(..., "--out", help="The HF model dir to write."),
+    out: str = typer.Option(..., "--out", help="The HF model dir to write (a path or a gs:// URL)."),
     old_tokenizer: str | None = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
     pad_to: int = typer.Option(128, "--pad-to", help="Pad the vocabulary to a multiple of this."),
     seed: int = typer.Option(0, help="Seed of --init random."),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from jaxadapt import fs
 from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import atomic_dir
 
@@ -82,17 +83,19 @@ class TokenizerDir:
 
 
 def read_tokenizer(path) -> TokenizerDir:
-    """A tokenizer dir (or model dir, or a hub id's snapshot) holding tokenizer.json, or a tokenizer.json file."""
+    """A tokenizer dir (or model dir, or a hub id's snapshot) holding tokenizer.json, or a tokenizer.json file;
+    either may be a URL (gs://...), of which only the tokenizer files are copied, never a model's weights."""
     from jaxadapt.io.hf import resolve_local
 
-    p = resolve_local(path)
+    url = fs.is_url(str(path))
+    p = _fetch_tokenizer(str(path)) if url else resolve_local(path)
     if not p.exists():
-        raise TokenizerError(f"{p}: no such tokenizer file or directory")
+        raise TokenizerError(f"{path if url else p}: no such tokenizer file or directory")
     file = p if p.is_file() else p / "tokenizer.json"
     if not file.exists():
         raise TokenizerError(
-            f"{p}: no tokenizer.json (jaxadapt reads fast tokenizers only; a slow tokenizer.model or vocab.json can be "
-            "converted by loading it with transformers.AutoTokenizer and calling save_pretrained)")
+            f"{path if url else p}: no tokenizer.json (jaxadapt reads fast tokenizers only; a slow tokenizer.model or "
+            "vocab.json can be converted by loading it with transformers.AutoTokenizer and calling save_pretrained)")
     try:  # parse it now: a bad file is the user's error, not a crash later
         tok = TokenizerDir(json.loads(file.read_text(encoding="utf-8")), file.parent)
         empty = not tok.vocab
@@ -101,6 +104,25 @@ def read_tokenizer(path) -> TokenizerDir:
     if empty:
         raise TokenizerError(f"{file}: tokenizer.json has an empty vocabulary")
     return tok
+
+
+def _fetch_tokenizer(url: str) -> Path:
+    """A local copy (in the cache) of the tokenizer files at a URL: a .json file, or tokenizer.json of a dir, with
+    the side files beside it. Copied afresh each time (they are small); what the URL no longer has is removed."""
+    from jaxadapt.assets import cache_dir
+
+    url = url.rstrip("/")
+    if not fs.exists(url):
+        raise TokenizerError(f"{url}: no such tokenizer file or directory")
+    root, first = url.rsplit("/", 1) if fs.isfile(url) else (url, "tokenizer.json")
+    dest = cache_dir("remote", "tokenizer-" + hashlib.sha256(root.encode()).hexdigest()[:16])
+    for name in dict.fromkeys((first, *SIDE_FILES, ORIGIN_FILE)):
+        if fs.isfile(f"{root}/{name}"):
+            with fs.open_read(f"{root}/{name}") as src, fs.atomic_file(dest / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            (dest / name).unlink(missing_ok=True)
+    return dest / first if first != "tokenizer.json" else dest
 
 
 def write_tokenizer_dir(out, tok: TokenizerDir, origin: dict, config: dict | None = None) -> Path:
@@ -120,7 +142,7 @@ def write_tokenizer_dir(out, tok: TokenizerDir, origin: dict, config: dict | Non
             _renumber_config(tmp / "tokenizer_config.json", tok)
         (tmp / ORIGIN_FILE).write_text(json.dumps(origin, indent=2, ensure_ascii=False))
         _check_loads(tmp, tok)
-    return Path(out)
+    return fs.path(out)
 
 
 def read_origin(path) -> dict | None:

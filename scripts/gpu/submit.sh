@@ -12,7 +12,9 @@ Usage: scripts/gpu/submit.sh [options] -- jaxadapt COMMAND ARGS...
   --job-name NAME     (default jaxadapt); the log is logs/NAME-JOBID.out
   --dry-run           print the sbatch command, submit nothing
 
-The run dir (runs_root) must be on a filesystem every node sees.
+The run dir (runs_root) must be on a filesystem every node sees (or a gs:// bucket). The job requeues itself when
+preempted or 120 s before its time limit (jaxadapt saves and exits 75) and resumes; see job.sbatch. Runs from any
+directory: the job runs in this checkout, whose .venv scripts/gpu/setup.sh makes (jax[cuda12]).
 USAGE
 }
 NODES=1 GPUS=8 PARTITION="" TIME="" JOB=jaxadapt DRY_RUN=0 CMD=()
@@ -32,15 +34,15 @@ while [ $# -gt 0 ]; do
 done
 [ ${#CMD[@]} -gt 0 ] || die "no command: put it after --, e.g. -- jaxadapt train configs/x.yaml"
 [ "${CMD[0]}" = jaxadapt ] || die "the command must start with jaxadapt, got ${CMD[0]}"
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
 ARGS=(--nodes="$NODES" --ntasks-per-node="$GPUS" --gpus-per-node="$GPUS" --job-name="$JOB"
-      --output="logs/%x-%j.out")
+      --chdir="$REPO" --output="logs/%x-%j.out")
 if [ -n "$PARTITION" ]; then ARGS+=(--partition="$PARTITION"); fi
 if [ -n "$TIME" ]; then ARGS+=(--time="$TIME"); fi
-cd "$(dirname "$0")/../.."
-SBATCH=(sbatch "${ARGS[@]}" scripts/gpu/job.sbatch "${CMD[@]:1}")
+SBATCH=(sbatch "${ARGS[@]}" "$REPO/scripts/gpu/job.sbatch" "${CMD[@]:1}")
 if [ "$DRY_RUN" = 1 ]; then
   printf '%q ' "${SBATCH[@]}" | sed 's/ $//'; echo
 else
-  mkdir -p logs
+  mkdir -p "$REPO/logs"  # the --output dir must exist when the job starts
   "${SBATCH[@]}"
 fi

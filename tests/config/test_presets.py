@@ -25,6 +25,8 @@ SIZES = {
     "llama3-70b": (70.55e9, 70_553_706_496),
     "mistral-7b": (7.24e9, 7_241_732_096),
     "qwen2.5-0.5b": (0.494e9, 494_032_768),
+    "qwen3-0.6b": (0.596e9, 596_049_920),  # the model card's "0.6B" (0.44B non-embedding), tied
+    "qwen3-8b": (8.19e9, 8_190_735_360),  # the model card's "8.2B" (6.95B non-embedding), untied
     "smollm2-135m": (134.5e6, 134_515_008),
 }
 
@@ -45,6 +47,23 @@ def test_preset_parameter_count(name):
     assert count == exact
 
 
+@pytest.mark.parametrize("name", ["qwen3-0.6b", "qwen3-8b"])
+def test_qwen3_preset_counts_equal_transformers(name):
+    """transformers' own Qwen3ForCausalLM built from the preset's config.json (on the meta device: shapes only) has
+    exactly our parameters: the q/k norms, head_dim 128 != hidden / heads, the (un)tied head."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = model_preset(name)
+    hf = cfg.to_hf()
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**hf))
+    assert type(model).__name__ == "Qwen3ForCausalLM"
+    assert model.num_parameters() == n_params(cfg) == SIZES[name][1]
+    assert n_params(cfg) - cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) == (
+        440_467_456 if name == "qwen3-0.6b" else 6_946_075_648)  # the card's non-embedding 0.44B / 6.95B
+
+
 def test_architecture_details():
     assert model_preset("mistral-7b").sliding_window == 4096
     qwen = model_preset("qwen2.5-0.5b")
@@ -56,6 +75,10 @@ def test_architecture_details():
     assert small.rope_dict["factor"] == 32.0 and small.tie_word_embeddings and small.head_dim == 64
     assert model_preset("llama2-7b").rope_scaling == () and model_preset("llama2-7b").rms_norm_eps == 1e-5
     assert model_preset("smollm2-135m").initializer_range == pytest.approx(1 / 24)
+    q3 = model_preset("qwen3-0.6b")
+    assert q3.qk_norm and q3.head_dim == 128 and q3.tie_word_embeddings and not q3.attention_bias
+    assert q3.sliding_window is None and q3.max_position_embeddings == 40960 and q3.rope_theta == 1e6
+    assert not model_preset("qwen3-8b").tie_word_embeddings
 
 
 def test_70b_is_abstract_and_quick():

@@ -61,11 +61,11 @@ def test_bpb_matches_transformers_tiny(tiny_dir, tmp_path, seq_len, stride, chun
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from jaxadapt.eval.load import load_for_eval
     from jaxadapt.eval.scorer import Scorer
+    from jaxadapt.modelref import open_model
 
-    model, tokenizer, mesh = load_for_eval("smollm2")
-    return Scorer(model, mesh, batch_size=8), tokenizer
+    opened = open_model("smollm2")
+    return Scorer(opened.model, opened.mesh, batch_size=8), opened.tokenizer
 
 
 def test_bpb_matches_transformers_smollm2(smollm2):

@@ -132,10 +132,10 @@ def test_generation_metrics(lm, tmp_path):
 
 @pytest.fixture
 def no_model_loads(monkeypatch):
-    def boom(spec):
+    def boom(spec, *args):
         raise AssertionError(f"a model ({spec}) was loaded before the inputs were checked")
 
-    monkeypatch.setattr("jaxadapt.eval.load.load_for_eval", boom)
+    monkeypatch.setattr("jaxadapt.modelref.open_model", boom)
 
 
 def test_bad_inputs_fail_before_loading(tmp_path, capsys, no_model_loads):

@@ -23,7 +23,8 @@ def _tensors(d):
     return out
 
 
-@pytest.mark.parametrize("name", ["llama_bias_head_dim", "qwen2_tied", "mistral_sliding", "llama3_rope_scaling"])
+@pytest.mark.parametrize("name", ["llama_bias_head_dim", "qwen2_tied", "mistral_sliding", "llama3_rope_scaling",
+                                  "qwen3", "qwen3_tied"])
 def test_round_trip_is_bit_identical(name, hf_dir, tmp_path):
     src, _ = hf_dir(name)
     out = save_pretrained(load_pretrained(src), tmp_path / "out", tokenizer=None)
@@ -112,7 +113,7 @@ def _break(kind, src):
         cfg = json.loads((src / "config.json").read_text())
         cfg["intermediate_size"] = 80
         (src / "config.json").write_text(json.dumps(cfg))
-        return "mlp.down_proj.weight' has shape (64, 96), expected (64, 80)"
+        return "mlp.gate_proj.weight' has shape (96, 64), expected (80, 64)"
     if kind == "missing_tensor":
         from safetensors.torch import save_file
 

@@ -102,7 +102,7 @@ def test_tokenizer_extend_vocab_adapt_propagate(hub, tmp_path, capsys):
 def test_train_export_generate(hub, tmp_path, capsys):
     """A 2-step LoRA run on the hub id (its tokenizer from the snapshot) has the losses of the run on the snapshot
     path; its run dir, with the hub id in config.yaml, exports and generates, and stands on the snapshot."""
-    from jaxadapt.eval.load import model_home
+    from jaxadapt.modelref import model_home
 
     runs = {}
     for name, spec in (("id", HUB_ID), ("path", str(hub[1]))):

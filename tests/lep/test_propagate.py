@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+import safetensors.torch
 import scipy.sparse as sp
 import torch
 from safetensors.numpy import load_file, save_file
@@ -64,6 +65,20 @@ def test_least_squares_is_exact_on_a_linear_relation():
     x, d = rng.normal(size=(50, 8)), rng.normal(size=(8, 8))
     fit = least_squares(x, x @ d)
     assert np.allclose(fit.matrix, d) and fit.residual < 1e-10
+
+
+@pytest.mark.parametrize("rank", [16, 8])
+def test_least_squares_equals_lstsq_over_chunks_and_without_full_rank(rank):
+    """Several row chunks of float32 rows; a rank-8 x (half its columns combinations of the others) has many
+    solutions, and the normal equations' pseudo-inverse picks lstsq's, the one of least norm."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20000, rank))
+    x = np.concatenate([x, x @ rng.normal(size=(rank, 16 - rank))], axis=1) if rank < 16 else x
+    y = rng.normal(size=(20000, 16)).astype(np.float32)
+    want, *_ = np.linalg.lstsq(x, y.astype(np.float64), rcond=None)
+    fit = least_squares(x, y)
+    assert np.allclose(fit.matrix, want, atol=1e-6)
+    assert abs(fit.residual - np.linalg.norm(x @ want - y) / np.linalg.norm(y.astype(np.float64))) < 1e-9
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -220,6 +235,13 @@ def test_a_lora_run_as_donor_propagates_its_embeddings_and_merges_its_adapters(t
     run_rows = np.asarray(trained.model.embed_tokens.embedding[...])[n_vocab:n_vocab + 60]
     dir_rows = np.asarray(load_pretrained(donor).model.embed_tokens.embedding[...])[n_vocab:n_vocab + 60]
     assert not np.allclose(run_rows, dir_rows)
+    # One of the run's checkpoints is a donor too; --dtype writes the same tensors, rounded.
+    half = tmp_path / "lep-bf16"
+    assert main(["propagate", "--base", str(base), "--donor", str(run / "checkpoints" / "3"), "--target", str(inst),
+                 "--lora-scale", "0.5", "--dtype", "bfloat16", "--out", str(half)]) == 0
+    f32, bf16 = (safetensors.torch.load_file(str(d / "model.safetensors")) for d in (out, half))
+    assert sorted(f32) == sorted(bf16)
+    assert all(bf16[k].dtype == torch.bfloat16 and torch.equal(f32[k].to(torch.bfloat16), bf16[k]) for k in f32)
 
 
 def test_calibration_tunes_the_student_on_the_teachers_answers(trio, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jaxadapt.cli import main
-from jaxadapt.errors import UserError
+from jaxadapt.errors import Stopped, UserError
 from jaxadapt.recipes import runner
 from jaxadapt.recipes.schema import load_recipe
 
@@ -43,12 +43,12 @@ def recipe(tmp_path):
 @pytest.fixture
 def fake(monkeypatch):
     """Replace the child process: record the commands, write each stage's --out, fail where asked."""
-    calls, fail = [], set()
+    calls, fail = [], {}
 
     def execute(args, log, alone=False):
         calls.append(args[:2] if args[0] != "train" else args[:1])
         if tuple(args[:2]) in fail:
-            return 1, None
+            return fail[tuple(args[:2])]
         Path(args[args.index("--out") + 1]).mkdir(parents=True)
         return 0, None
 
@@ -97,11 +97,28 @@ def test_skip_by_hash_and_rerun_from_the_changed_stage(recipe, fake):
 
 def test_resume_after_a_crash(recipe, fake):
     calls, fail = fake
-    fail.add(("vocab", "adapt"))
+    fail[("vocab", "adapt")] = (1, None)
     with pytest.raises(UserError, match="stage adapt .* exited with code 1"):
         run(recipe)
     root = recipe.parent / "runs/demo"
     assert json.loads((root / "stages/adapt/stage.json").read_text())["status"] == "failed"
+    calls.clear()
+    fail.clear()
+    run(recipe)
+    assert calls == [["vocab", "adapt"]]
+
+
+@pytest.mark.parametrize("outcome, code", [((75, None), 75), ((75, "SIGTERM"), 75), ((130, "SIGINT"), 130)])
+def test_a_stopped_stage_stops_the_recipe_with_trains_status(recipe, fake, outcome, code):
+    """A stage that exits as a preempted train does (75; or the runner itself got the signal) is recorded as
+    stopped and the runner exits with the same status, so babysit.sh / SLURM requeue it; the rerun continues it."""
+    calls, fail = fake
+    fail[("vocab", "adapt")] = outcome
+    with pytest.raises(Stopped) as e:
+        run(recipe)
+    assert e.value.code == code
+    root = recipe.parent / "runs/demo"
+    assert json.loads((root / "stages/adapt/stage.json").read_text())["status"] == "stopped"
     calls.clear()
     fail.clear()
     run(recipe)

@@ -117,11 +117,12 @@ def test_only_trainable_leaves_change_and_lora_starts_as_the_base_model():
     assert not np.allclose(np.asarray(trained(ids)), base_logits)
 
 
-def test_lora_merge_and_peft_export_match(tmp_path, hf_dir):
+@pytest.mark.parametrize("family", ["llama_gqa", "qwen3"])
+def test_lora_merge_and_peft_export_match(family, tmp_path, hf_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    src, _ = hf_dir("llama_gqa")
+    src, _ = hf_dir(family)
     rc = dataclasses.replace(run_cfg("lora+embeddings"),
                              lora=LoraConfig(rank=4, alpha=8, layers=(0, -1), targets=("q_proj", "v_proj", "down_proj")))
     model = load_pretrained(src)

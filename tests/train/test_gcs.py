@@ -1,6 +1,7 @@
 """A run whose model, data, run dir and export all live in a `gs://` bucket, against a GCS emulator on localhost
 (gcp-storage-emulator, started here): trained, killed with SIGKILL after a checkpoint, resumed to the losses of an
-uninterrupted local run, exported to the bucket, and read back bit for bit."""
+uninterrupted local run (once the killed trainer's lease on the run dir expired), exported to the bucket, and read
+back bit for bit. The lease itself: a second trainer refused, a dead holder's lease taken over."""
 
 import json
 import signal
@@ -10,6 +11,9 @@ import time
 import pytest
 from gcsemu import emulated_gcs
 from trainhelpers import train_command
+
+from jaxadapt.errors import UserError
+from jaxadapt.train.rundir import Lease
 
 BUCKET = "jaxadapt-test"
 
@@ -39,6 +43,7 @@ def test_a_run_lives_in_a_bucket(setup, gcs, tmp_path):
     assert sorted(reference) == list(range(1, 13))
 
     run = f"{BUCKET}/runs/bucket"
+    env = {**env, "JAXADAPT_LEASE_SECONDS": "4"}
     proc = subprocess.Popen(train_command(root, "bucket", *bucket), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     deadline = time.time() + 300
@@ -52,10 +57,11 @@ def test_a_run_lives_in_a_bucket(setup, gcs, tmp_path):
 
     again = subprocess.run(train_command(root, "bucket", *bucket), capture_output=True, text=True, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resumed" in again.stderr
+    assert "resumed" in again.stderr and "taking it over" in again.stderr  # the killed trainer's lease expired
     fs.invalidate_cache()
     names = {p.rsplit("/", 1)[-1] for p in fs.ls(run)}
     assert {"config.yaml", "metrics.jsonl", "checkpoints", "tensorboard"} <= names, names
+    assert ".lock" not in names  # released at the end
     rows = [json.loads(line) for line in fs.cat(f"{run}/metrics.jsonl").decode().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 13)), "each step logged once"
     assert losses(fs.cat(f"{run}/metrics.jsonl").decode()) == reference
@@ -74,3 +80,25 @@ def test_a_run_lives_in_a_bucket(setup, gcs, tmp_path):
     refused = subprocess.run([*train_command(root, "x")[:3], "export", f"gs://{run}", f"gs://{BUCKET}/export"],
                              capture_output=True, text=True, env=env)
     assert refused.returncode == 2 and "exists and is not empty" in refused.stderr
+
+
+def test_a_bucket_run_dir_has_one_trainer_at_a_time(gcs, capsys):
+    fs, _ = gcs
+    run = f"gs://{BUCKET}/runs/leased"
+    first = Lease(run, seconds=1.0)
+    first.acquire()
+    start = time.time()
+    with pytest.raises(UserError, match=r"is in use by pid \d+ on .*wait for it to finish"):
+        Lease(run, seconds=1.0).acquire()  # its lease was refreshed while this one watched
+    assert time.time() - start < 1.0
+
+    first._stop.set()  # the holder dies without releasing: its lease stops being refreshed
+    first._thread.join()
+    second = Lease(run, seconds=1.0)
+    start = time.time()
+    second.acquire()
+    assert time.time() - start >= 0.5 and "taking it over" in capsys.readouterr().err
+    first.release()  # too late: the lease is no longer its own, so it leaves it alone
+    assert json.loads(fs.cat(f"{BUCKET}/runs/leased/.lock"))["token"] == second.record["token"]
+    second.release()
+    assert not fs.exists(f"{BUCKET}/runs/leased/.lock")

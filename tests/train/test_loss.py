@@ -10,7 +10,8 @@ from flax import nnx
 from jaxadapt.config import ModelConfig
 from jaxadapt.model import init_model
 from jaxadapt.train.loss import clm_loss, dpo_loss, sequence_logprobs
-from jaxadapt.train.plan import compile_plan, parse_mesh
+from jaxadapt.sharding import parse_mesh
+from jaxadapt.train.plan import compile_plan
 
 CFG = ModelConfig(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=8, tie_word_embeddings=True)

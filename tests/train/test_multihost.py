@@ -1,15 +1,19 @@
-"""Two processes on localhost (jax.distributed, 4 CPU devices each) train exactly like one process with 8, and run
-a recipe's other stages once."""
+"""Two processes on localhost (jax.distributed, 4 CPU devices each) train exactly like one process with 8, run
+a recipe's other stages once, and save the same step when only one of them gets SIGTERM."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import yaml
 from trainhelpers import logged_losses, train_command
+
+from jaxadapt.errors import PREEMPTED
 
 
 def _free_port() -> int:
@@ -85,3 +89,30 @@ def test_a_recipe_on_two_processes_runs_its_other_stages_once(setup, tmp_path):
     records = {s: json.loads((stages / s / "stage.json").read_text()) for s in ("tok", "adapt", "train", "hf")}
     assert all(r["status"] == "complete" for r in records.values())
     assert records["hf"]["upstream"] == records["train"]["run_id"]
+
+
+def test_sigterm_to_one_process_stops_both_after_the_same_step(setup):
+    """A pod's preemption notice may reach one host: JAX's preemption sync point makes every process save the same
+    step (one complete checkpoint) and exit 75. (A rerun resuming is test_run's single-process test.)"""
+    root = setup
+    run = root / "runs" / "two_preempted"
+    common = ("train.steps=400", "checkpoint.every=100", "data.host_sharding=rows", "data.validation_fraction=0")
+    port = _free_port()
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+                   JAXADAPT_COORDINATOR=f"127.0.0.1:{port}", JAXADAPT_NUM_PROCESSES="2", JAXADAPT_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen(train_command(root, run.name, *common), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.time() + 300
+    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 2:
+        for p in procs:
+            assert p.poll() is None and time.time() < deadline, p.communicate()
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [PREEMPTED] * 2, errs[0][-3000:] + errs[1][-3000:]
+    saved = [int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and 2 <= saved[0] < 400, saved
+    assert f"preemption notice (SIGTERM on a host; all 2 processes stop here): saved step {saved[0]}" in errs[0]
+    assert not [p.name for p in (run / "checkpoints").iterdir() if "tmp" in p.name]

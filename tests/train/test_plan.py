@@ -4,7 +4,8 @@ import pytest
 
 from jaxadapt.cli import main
 from jaxadapt.errors import UserError
-from jaxadapt.train.plan import compile_plan, parse_mesh, plan_command
+from jaxadapt.sharding import parse_mesh
+from jaxadapt.train.plan import compile_plan, plan_command
 
 TINY = """model_type: llama
 vocab_size: 512
@@ -131,3 +132,20 @@ def test_bad_input_fails_before_compiling(tiny, capsys):
 def test_batch_not_dividing_the_mesh_is_reported_from_the_subprocess(tiny):
     with pytest.raises(UserError, match="not divisible by the data-parallel size"):
         plan_command(tiny, "data=4", "full", 6, 32, "float32", "none", "tpu-v5e", None)
+
+
+QWEN3 = TINY.replace("llama", "qwen3").replace("head_dim: 16", "head_dim: 32") + "tie_word_embeddings: true\n"
+
+
+def test_qwen3_plans_on_an_fsdp_and_tensor_mesh(tmp_path):
+    """Qwen3 (q/k norms, head_dim 32 != 64 / 4) through the sharding rules of the spec table, FSDP x tensor."""
+    f = tmp_path / "qwen3.yaml"
+    f.write_text(QWEN3)
+    plan = compile_plan(str(f), parse_mesh("fsdp=4,tensor=2"), "lora", 8, 32)
+    # frozen: embeddings + 2 x (q, k, v, o, MLP, 2 norms + q/k norms of head_dim) + the final norm, and the LoRA
+    # scales (7 targets x 2 layers); trained: the rank-8 factors of the 7 Linears (not of the q/k norms)
+    base = 512 * 64 + 2 * (64 * 128 * 2 + 64 * 64 * 2 + 3 * 64 * 128 + 2 * 64 + 2 * 32) + 64
+    assert plan["frozen_params"] == base + 7 * 2
+    linears = [(64, 128), (64, 64), (64, 64), (128, 64), (64, 128), (64, 128), (128, 64)]  # (in, out)
+    assert plan["trainable_params"] == 2 * 8 * sum(i + o for i, o in linears)
+    assert plan["devices"] == 8 and plan["arguments"] > 0

@@ -1,4 +1,5 @@
-"""`jaxadapt train` end to end: run dir layout, exact resume after kill -9, SIGTERM saves and exits 0,
+"""`jaxadapt train` end to end: run dir layout, exact resume after kill -9, SIGTERM saves and exits 75 (resumed by
+a rerun), two processes agree on the step a SIGTERM to one of them saves, SLURM variables without srun,
 export of the result. Runs the real CLI in subprocesses on 8 simulated CPU devices."""
 
 import json
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from trainhelpers import logged_losses, train_command
+
+from jaxadapt.errors import PREEMPTED
 
 
 def _wait_for_checkpoint(run, step, proc, timeout=240):
@@ -83,23 +86,34 @@ def test_kill_9_while_checkpoints_are_written(setup, reference):
     _resume_matches(root, run, reference)
 
 
-def test_sigterm_saves_and_exits_0_then_export_loads_in_transformers(setup, tmp_path):
+def _wait_for_rows(run, rows, procs, timeout=240):
+    deadline = time.time() + timeout
+    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < rows:
+        for proc in procs:
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+def test_sigterm_saves_and_exits_75_then_resumes_and_export_loads_in_transformers(setup, tmp_path):
     from transformers import AutoModelForCausalLM
 
     root = setup
     run = root / "runs" / "preempted"
     proc = subprocess.Popen(train_command(root, "preempted", "checkpoint.every=100", "train.steps=400"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 2:
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.05)
+    _wait_for_rows(run, 2, [proc])
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err[-3000:]
-    assert "SIGTERM: saved step" in err
+    assert proc.returncode == PREEMPTED == 75, err[-3000:]  # not 0: a watcher must not take it for finished
+    assert "SIGTERM: saved step" in err and "(exit 75)" in err and "run dir:" not in out
     saved = [int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and 2 <= saved[0] < 400
+    # The same command resumes (two more steps here, so that it ends soon) and exits 0 when the run is finished.
+    again = subprocess.run(train_command(root, "preempted", "checkpoint.every=100", f"train.steps={saved[0] + 2}")
+                           + ["--allow-config-change"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed {run} from step {saved[0]}" in again.stderr
+    assert max(logged_losses(run)) == saved[0] + 2
 
     from jaxadapt.cli import main
 

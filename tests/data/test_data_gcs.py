@@ -1,0 +1,44 @@
+"""`jaxadapt data split` from and into a `gs://` bucket (a GCS emulator on localhost): the files a local split writes,
+byte for byte; a bucket that does not exist is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+from datahelpers import write_jsonl
+from gcsemu import emulated_gcs
+
+from jaxadapt.cli import main
+
+BUCKET = "jaxadapt-data"
+DOCS = [f"document {i}: " + "de kat zit op de mat " * (i % 5 + 1) for i in range(200)]
+
+
+@pytest.fixture(scope="module")
+def gcs():
+    yield from emulated_gcs(BUCKET)
+
+
+def test_split_in_a_bucket(gcs, tmp_path, monkeypatch, capsys):
+    fs, _ = gcs
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in DOCS])
+    fs.put_file(str(src), f"{BUCKET}/corpora/c.jsonl")
+    split = ["data", "split", "--heldout-fraction", "0.1"]
+    assert main([*split, str(src), "--out", str(tmp_path / "local")]) == 0
+    assert main([*split, f"gs://{BUCKET}/corpora/c.jsonl", "--out", f"gs://{BUCKET}/split"]) == 0
+    fs.invalidate_cache()
+    for name in ("train.jsonl", "heldout.jsonl"):
+        assert fs.cat(f"{BUCKET}/split/{name}") == (tmp_path / "local" / name).read_bytes(), name
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/split")) == ["heldout.jsonl", "split.json",
+                                                                           "train.jsonl"]
+
+    monkeypatch.chdir(tmp_path)
+    local = sorted(tmp_path.iterdir())
+    for out, message in ((f"gs://{BUCKET}/split", f"output gs://{BUCKET}/split: exists and is not empty"),
+                         ("gs://no-such-bucket/split", "output gs://no-such-bucket/split: no bucket "
+                                                       "gs://no-such-bucket")):
+        capsys.readouterr()
+        assert main([*split, f"gs://{BUCKET}/corpora/c.jsonl", "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    fs.invalidate_cache()
+    assert len(fs.find(BUCKET)) == 4 and sorted(tmp_path.iterdir()) == local
