@@ -108,7 +108,9 @@ class ModelSection:
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
-    attention_impl: Literal["xla", "cudnn"] | None = None  # jax.nn.dot_product_attention's; None: its own choice
+    # jax.nn.dot_product_attention's kernel; auto: cuDNN's fused attention on a GPU computing in bfloat16/float16,
+    # XLA's elsewhere (train/step.resolve_attention_impl); None: jax's own choice
+    attention_impl: Literal["auto", "xla", "cudnn"] | None = "auto"
     # queries per chunk of the training attention, recomputed in the backward; 0: all queries at once; else a
     # divisor of train.seq_len. "auto": chunk only where one device would hold more than 1 GiB of float32 attention
     # scores (jaxadapt.train.chunking.auto_attention_chunk).

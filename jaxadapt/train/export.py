@@ -17,6 +17,7 @@ from jaxadapt.train.config import MeshConfig, RunConfig, trainable_parts
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
 from jaxadapt.train.modelload import load_model, load_training_tokenizer
 from jaxadapt.train.partition import split_trainable
+from jaxadapt.train.step import resolve_attention_impl
 
 
 def restore_model(run_dir, step: int | None = None, mesh=None, dtype: str | None = None):
@@ -41,7 +42,7 @@ def restore_model(run_dir, step: int | None = None, mesh=None, dtype: str | None
     cfg = dataclasses.replace(cfg, mesh=MeshConfig(**dict(zip(mesh.axis_names, mesh.devices.shape))))
     # the run's attention kernel (eval and generate compute with it); remat and chunking only matter for gradients
     rt = Runtime(param_dtype=dtype or cfg.model.param_dtype, compute_dtype=dtype or cfg.model.compute_dtype,
-                 attention_impl=cfg.model.attention_impl)
+                 attention_impl=resolve_attention_impl(cfg, dtype))
     tokenizer = load_training_tokenizer(cfg.model)
     model = load_model(cfg.model, rt, mesh, seed=cfg.train.seed)
     if "lora" in trainable_parts(cfg.train.trainable):

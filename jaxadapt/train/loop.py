@@ -43,7 +43,8 @@ from jaxadapt.train.partition import resolve_old_vocab
 from jaxadapt.train.modelload import architecture, load_model, load_training_tokenizer
 from jaxadapt.train.rundir import (RunLock, check_resume, first_missing, record_changes, remove_if_unused,
                                    truncate_metrics)
-from jaxadapt.train.step import Engine, build_engine, check_batch_divides, resolve_attention_chunk, shard_batch
+from jaxadapt.train.step import (Engine, build_engine, check_batch_divides, resolve_attention_chunk,
+                                 resolve_attention_impl, shard_batch)
 
 
 class DataIterator(Protocol):
@@ -133,7 +134,7 @@ def _train(cfg: RunConfig, mesh, rdir, data, eval_data, allow_changes: bool):
     if attention_chunk and cfg.model.attention_chunk == "auto":
         _say(f"model.attention_chunk auto: the training attention runs {attention_chunk} queries at a time")
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
-                 attention_impl=cfg.model.attention_impl, attention_chunk=attention_chunk)
+                 attention_impl=resolve_attention_impl(cfg), attention_chunk=attention_chunk)
     model = load_model(cfg.model, rt, mesh, seed=t.seed)
     old_vocab = resolve_old_vocab(cfg)
     if "lora" in parts:

@@ -33,9 +33,10 @@ HISTORY = "config_history.jsonl"
 FIXED = ("model.", "lora.", "data.", "train.trainable", "train.objective", "train.seq_len", "train.batch_size",
          "train.seed")
 IGNORED = ("runs_root", "name")  # they locate the run dir itself
-# Keys that say where the run computes, not what: changed freely on resume (a preempted job may come back on a slice
-# of another size), and recorded in the history like any change.
-WHERE = ("mesh.",)
+# Keys that say where or how the run computes, not what: changed freely on resume (a preempted job may come back on a
+# slice of another size or another kind of accelerator; a run made before attention_impl defaulted to "auto" recorded
+# null), and recorded in the history like any change.
+WHERE = ("mesh.", "model.remat", "model.attention_impl", "model.attention_chunk")
 
 
 LEASE_SECONDS = 120.0  # a lease not refreshed for this long is a dead holder's (JAXADAPT_LEASE_SECONDS overrides)
@@ -176,7 +177,7 @@ def check_resume(run_dir: Path, config: dict, step: int, allow_changes: bool) ->
     old, new = _flat(recorded), _flat(json.loads(json.dumps(config)))
     changes = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
                if k not in IGNORED and old.get(k) != new.get(k)}
-    fixed = [k for k in changes if k.startswith(FIXED)]
+    fixed = [k for k in changes if k.startswith(FIXED) and not k.startswith(WHERE)]
     if fixed:
         raise UserError(f"resume of {run_dir} at step {step}: {_listing(changes, fixed)} differ from the run's "
                         "config.yaml, and the checkpoints hold another model or data stream; train under another "

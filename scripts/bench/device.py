@@ -3,6 +3,7 @@ then full), batch sizes swept until memory runs out, then greedy decoding at bat
 
     python scripts/bench/device.py [--seq 2048] [--batches 4,8,16] [--modes lora,full] [--steps 5] [--remat none]
                                    [--attention auto] [--decode-new 128] [--budget-s 240] [--dry-run]
+    python scripts/bench/device.py --check-attention     # cuDNN vs XLA attention against a float32 reference
 
 Mixed precision as a run configures it (model.param_dtype float32, model.compute_dtype bfloat16): float32 master
 weights and AdamW moments, bfloat16 matmuls, float32 logits and loss. Prints per (mode, batch): tokens/s (median
@@ -32,13 +33,12 @@ def _step_rows(args) -> list[dict]:
     from jaxadapt.sharding import make_mesh
     from jaxadapt.train.config import LoraConfig, ModelSection, OptimConfig, RunConfig, TrainConfig
     from jaxadapt.train.lora import add_lora
-    from jaxadapt.train.step import build_engine, resolve_attention_chunk, shard_batch
+    from jaxadapt.train.step import build_engine, resolve_attention_chunk, resolve_attention_impl, shard_batch
 
     cfg = model_preset(PRESET)
     device = jax.devices()[0]
     peak = device_peak_flops(device)
     mesh = make_mesh(1, 1, 1, devices=[device])
-    attention = None if args.attention == "auto" else args.attention
     rows, start = [], time.time()
     for mode in args.modes.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
@@ -46,12 +46,13 @@ def _step_rows(args) -> list[dict]:
                 print(f"budget of {args.budget_s} s spent: not starting {mode} batch {batch}", flush=True)
                 return rows
             rc = RunConfig(model=ModelSection(path=PRESET, param_dtype="float32", compute_dtype="bfloat16",
-                                              remat=args.remat, attention_impl=attention),
+                                              remat=args.remat, attention_impl=args.attention),
                            optim=OptimConfig(learning_rate=1e-4),
                            train=TrainConfig(trainable=mode, steps=1000, batch_size=batch, seq_len=args.seq),
                            lora=LoraConfig(rank=16, alpha=32.0))
             # as `train` does: XLA's attention in chunks where a layer's float32 scores would pass 1 GiB
-            rt = Runtime(param_dtype="float32", compute_dtype="bfloat16", remat=args.remat, attention_impl=attention,
+            rt = Runtime(param_dtype="float32", compute_dtype="bfloat16", remat=args.remat,
+                         attention_impl=resolve_attention_impl(rc),
                          attention_chunk=resolve_attention_chunk(rc, mesh, cfg))
             try:
                 model = LlamaForCausalLM(cfg, rt, rngs=nnx.Rngs(0))
@@ -119,6 +120,55 @@ def _decode_rows(args) -> list[dict]:
     return rows
 
 
+def check_attention(seq: int = 512) -> list[dict]:
+    """cuDNN's fused attention against XLA's on the same bf16 model: logits and the gradient of the loss, on packed
+    rows (three documents each, segment ids and restarting positions), with and without a sliding window shorter
+    than the documents. Prints each one's largest differences from a float32 XLA reference, relative to the values'
+    scale, so cuDNN's error can be read against XLA's own bfloat16 error."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import nnx
+
+    from jaxadapt.config.presets import model_preset
+    from jaxadapt.model import LlamaForCausalLM, Runtime
+
+    rows = []
+    for window in (None, 96):
+        cfg = model_preset("smollm2-135m").replace(num_hidden_layers=4, sliding_window=window)
+        bounds = (0, seq // 3, seq // 2 + 17, seq)
+        seg = np.concatenate([np.full(b - a, i + 1) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))])
+        pos = np.concatenate([np.arange(b - a) for a, b in zip(bounds, bounds[1:])])
+        ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (4, seq + 1))
+        x, y = jnp.asarray(ids[:, :-1]), jnp.asarray(ids[:, 1:])
+        segment_ids, positions = jnp.asarray(np.tile(seg, (4, 1))), jnp.asarray(np.tile(pos, (4, 1)))
+        out = {}
+        kernels = (("f32", "xla", "float32"), ("xla", "xla", "bfloat16"), ("cudnn", "cudnn", "bfloat16"))
+        for name, impl, dtype in kernels:
+            model = LlamaForCausalLM(cfg, Runtime(compute_dtype=dtype, attention_impl=impl), rngs=nnx.Rngs(0))
+            graphdef, params = nnx.split(model, nnx.Param)
+
+            def loss(p):
+                logits = nnx.merge(graphdef, p)(x, positions=positions, segment_ids=segment_ids)
+                logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+                return -jnp.take_along_axis(logp, y[..., None], -1).mean(), logits
+
+            (value, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+            out[name] = (np.asarray(logits, np.float32), float(value),
+                         [np.asarray(g, np.float32) for g in jax.tree.leaves(grads)])
+        ref_logits, ref_loss, ref_grads = out["f32"]
+        for name in ("xla", "cudnn"):
+            logits, value, grads = out[name]
+            logit_err = float(np.abs(logits - ref_logits).max() / np.abs(ref_logits).max())
+            grad_err = max(float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+                           for a, b in zip(grads, ref_grads))
+            rows.append({"window": window, "attention": f"{name} bf16", "loss": value, "loss_f32": ref_loss,
+                         "logits_rel": logit_err, "grad_rel": grad_err})
+            print(f"window {window}, {name} bf16 vs xla f32: loss {value:.5f} vs {ref_loss:.5f}, logits max |diff| / "
+                  f"max |logit| {logit_err:.2e}, gradients (worst leaf) {grad_err:.2e}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seq", type=int, default=2048)
@@ -126,11 +176,15 @@ def main() -> None:
     ap.add_argument("--modes", default="lora,full")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--remat", default="none")
-    ap.add_argument("--attention", default="auto", help="model.attention_impl: auto (jax's choice), xla or cudnn")
+    ap.add_argument("--attention", default="auto", help="model.attention_impl: auto (cuDNN on a GPU), xla or cudnn")
     ap.add_argument("--decode-new", type=int, default=128, help="new tokens per decode row (0: no decode lines)")
     ap.add_argument("--budget-s", type=float, default=240.0)
     ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--check-attention", action="store_true", help="only compare cuDNN's attention with XLA's")
     args = ap.parse_args()
+    if args.check_attention:
+        print("RESULT " + json.dumps(check_attention()))
+        return
 
     if args.dry_run:
         from jaxadapt.config.presets import model_preset

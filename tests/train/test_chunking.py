@@ -62,6 +62,29 @@ def test_resolve_attention_chunk_counts_one_devices_rows_and_heads():
     assert resolve(batch_size=8, attention_chunk=64) == 64  # a number is taken as given
 
 
+def test_auto_attention_is_cudnn_only_on_a_gpu_computing_in_half_precision(monkeypatch):
+    """The default `auto`: XLA's attention here (CPU), chunked as before; on a GPU, cuDNN's fused kernel for
+    bfloat16 / float16 compute (never chunked), XLA's for float32, which cuDNN does not take."""
+    from types import SimpleNamespace
+
+    from jaxadapt.train.step import resolve_attention_impl
+
+    def cfg(dtype, impl="auto"):
+        return RunConfig(model=ModelSection(compute_dtype=dtype, attention_impl=impl),
+                         train=TrainConfig(seq_len=4096, batch_size=8))
+
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    assert ModelSection().attention_impl == "auto"
+    assert resolve_attention_impl(cfg("bfloat16")) == "xla"
+    assert resolve_attention_chunk(cfg("bfloat16"), mesh, model_preset("llama3-8b")) > 0
+    monkeypatch.setattr(jax, "devices", lambda *a: [SimpleNamespace(platform="gpu")])
+    assert resolve_attention_impl(cfg("bfloat16")) == "cudnn"
+    assert resolve_attention_chunk(cfg("bfloat16"), mesh, model_preset("llama3-8b")) == 0
+    assert resolve_attention_impl(cfg("float32")) == "xla"
+    assert resolve_attention_impl(cfg("float32"), compute_dtype="bfloat16") == "cudnn"  # export/eval --dtype
+    assert resolve_attention_impl(cfg("bfloat16", None)) is None  # jax's own choice, as configs before `auto`
+
+
 @pytest.mark.parametrize("value", ["auto", 0, 256])
 def test_attention_chunk_config_values(value):
     from jaxadapt.train.config import validate

@@ -15,6 +15,7 @@ import yaml
 from trainhelpers import logged_losses, train_command
 
 from jaxadapt.cli import main
+from jaxadapt.errors import UserError
 from jaxadapt.train.rundir import RunLock, truncate_metrics
 
 
@@ -176,3 +177,18 @@ def test_metrics_rows_after_the_restored_step_are_dropped(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')
     assert truncate_metrics(tmp_path, 3) == 3
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_how_the_model_computes_may_change_on_resume(tmp_path):
+    """Attention kernel, remat and attention chunks say how, not what (a run recorded before attention_impl
+    defaulted to "auto" says null): a resume takes them without a flag; the compute dtype stays fixed."""
+    from jaxadapt.train.rundir import check_resume
+
+    recorded = {"model": {"path": "m", "attention_impl": None, "remat": "none", "attention_chunk": "auto",
+                          "compute_dtype": "float32"}, "train": {"steps": 6}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(recorded))
+    now = {**recorded, "model": {**recorded["model"], "attention_impl": "auto", "remat": "full", "attention_chunk": 0}}
+    assert check_resume(tmp_path, now, 6, allow_changes=False) == {
+        "model.attention_impl": (None, "auto"), "model.remat": ("none", "full"), "model.attention_chunk": ("auto", 0)}
+    with pytest.raises(UserError, match=r"model.compute_dtype \('float32' -> 'bfloat16'\)"):
+        check_resume(tmp_path, {**recorded, "model": {**recorded["model"], "compute_dtype": "bfloat16"}}, 6, False)
