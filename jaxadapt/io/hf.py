@@ -80,7 +80,14 @@ def by_param(cfg: ModelConfig) -> dict[str, list[tuple[str, int | None, bool]]]:
 # ---------------------------------------------------------------------------------------------- load
 def resolve_local(spec: str | os.PathLike) -> Path:
     """An existing file or dir as is; else a hub id's snapshot (resolve); else the path, for the caller to report
-    missing. For arguments that may also be a file (a tokenizer.json), which `resolve` refuses."""
+    missing. For arguments that may also be a file (a tokenizer.json), which `resolve` refuses. A URL of a file is
+    copied alone into the cache, a URL of a dir mirrored as `resolve` does."""
+    if is_url(str(spec)) and fs.isfile(str(spec)):
+        from jaxadapt.assets import cache_dir
+
+        return Path(fs.local_file(str(spec), str(cache_dir("remote"))))
+    if is_url(str(spec)):
+        return resolve(spec)
     p = Path(spec)
     return resolve(spec) if not p.exists() and is_hub_id(spec) else p
 

@@ -42,3 +42,18 @@ def test_split_in_a_bucket(gcs, tmp_path, monkeypatch, capsys):
         assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
     fs.invalidate_cache()
     assert len(fs.find(BUCKET)) == 4 and sorted(tmp_path.iterdir()) == local
+
+
+def test_stats_with_a_tokenizer_file_in_a_bucket(gcs, tmp_path, capsys):
+    """`data stats --tokenizer gs://.../tokenizer.json` counts the tokens a local copy of the same file counts."""
+    from jaxadapt.assets import smollm2_dir
+
+    fs, _ = gcs
+    src = write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in DOCS[:20]])
+    fs.put_file(str(smollm2_dir() / "tokenizer.json"), f"{BUCKET}/tok/tokenizer.json")
+    rows = []
+    for tok in (str(smollm2_dir() / "tokenizer.json"), f"gs://{BUCKET}/tok/tokenizer.json"):
+        capsys.readouterr()
+        assert main(["data", "stats", str(src), "--tokenizer", tok]) == 0
+        rows.append(capsys.readouterr().out)
+    assert rows[0] == rows[1] and int(rows[0].splitlines()[1].split("\t")[4]) > 0
