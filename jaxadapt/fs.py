@@ -279,19 +279,6 @@ def has_files(p) -> bool:
     return q.is_dir() and any(True for _ in q.iterdir())
 
 
-def local_file(url: str, cache: str) -> str:
-    """A local copy of the one file at `url` under `cache` (downloaded afresh each time, to a temp name, renamed)."""
-    import hashlib
-
-    fs, p = filesystem(url)
-    dest = os.path.join(cache, hashlib.sha256(url.encode()).hexdigest()[:16], p.rstrip("/").rsplit("/", 1)[-1])
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = f"{dest}.part-{os.getpid()}"
-    fs.get_file(p, tmp)
-    os.replace(tmp, dest)
-    return dest
-
-
 def local_copy(url: str, cache: str) -> str:
     """A local mirror of the dir at `url` under `cache` (models and tokenizers are read from local files): files
     already there with the same size are kept, others downloaded to a temp name and renamed, so a copy interrupted

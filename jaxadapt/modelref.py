@@ -21,7 +21,6 @@ class Opened:
     tokenizer: Any
     mesh: Any  # jax.sharding.Mesh
     home: Path | None  # where generation_config.json and adaptation.json live (model_home)
-    run: Any = None  # the RunConfig of a run dir, None for an HF model
 
 
 def model_dir(spec: str) -> Path:
@@ -87,8 +86,10 @@ def open_model(spec: str, mesh: str | None = None, dtype: str | None = None) -> 
         model, cfg, tokenizer, _ = restore_model(run[0], run[1], mesh=mesh_obj, dtype=dtype)
         if tokenizer is None:
             raise UserError(f"{run[0]}: the run has no tokenizer (set model.tokenizer in its config.yaml)")
-        return Opened(model, tokenizer, make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor), model_home(spec),
-                      cfg)
+        from jaxadapt.train.modelload import checkpoint_dir
+
+        return Opened(model, tokenizer, make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor),
+                      checkpoint_dir(cfg.model.path))
     from jaxadapt.io.hf import load_pretrained, load_tokenizer
 
     d = model_dir(spec)

@@ -48,3 +48,11 @@ def make_hf_model():
 def make_hf_model_module():
     """`make_hf_model` for module-scoped fixtures."""
     return hf_model
+
+
+@pytest.fixture(scope="module")
+def gcs(request):
+    """A GCS emulator for the module, with the module's BUCKET created: (gcsfs filesystem, environment)."""
+    from gcsemu import emulated_gcs
+
+    yield from emulated_gcs(request.module.BUCKET)

@@ -78,18 +78,36 @@ def by_param(cfg: ModelConfig) -> dict[str, list[tuple[str, int | None, bool]]]:
 
 
 # ---------------------------------------------------------------------------------------------- load
-def resolve_local(spec: str | os.PathLike) -> Path:
+def resolve_local(spec: str | os.PathLike, tokenizer_files: tuple[str, ...] = TOKENIZER_FILES) -> Path:
     """An existing file or dir as is; else a hub id's snapshot (resolve); else the path, for the caller to report
-    missing. For arguments that may also be a file (a tokenizer.json), which `resolve` refuses. A URL of a file is
-    copied alone into the cache, a URL of a dir mirrored as `resolve` does."""
-    if is_url(str(spec)) and fs.isfile(str(spec)):
-        from jaxadapt.assets import cache_dir
-
-        return Path(fs.local_file(str(spec), str(cache_dir("remote"))))
+    missing. For tokenizer arguments, which may also be a file (a tokenizer.json) that `resolve` refuses. A URL
+    (gs://...) is fetched as a tokenizer: `_fetch_tokenizer`."""
     if is_url(str(spec)):
-        return resolve(spec)
+        return _fetch_tokenizer(str(spec).rstrip("/"), tokenizer_files)
     p = Path(spec)
     return resolve(spec) if not p.exists() and is_hub_id(spec) else p
+
+
+def _fetch_tokenizer(url: str, side_files: tuple[str, ...]) -> Path:
+    """A local copy (in the cache) of the tokenizer files at a URL: a .json file, or tokenizer.json of a dir, with
+    `side_files` beside it, never a model's weights. Copied afresh each time (they are small); what the URL no longer
+    has is removed. A URL with nothing there gives a path that does not exist, for the caller to report."""
+    import hashlib
+    import shutil
+
+    from jaxadapt.assets import cache_dir
+
+    if not fs.exists(url):
+        return Path(url)
+    root, first = url.rsplit("/", 1) if fs.isfile(url) else (url, "tokenizer.json")
+    dest = cache_dir("remote", "tokenizer-" + hashlib.sha256(root.encode()).hexdigest()[:16])
+    for name in dict.fromkeys((first, *side_files)):
+        if fs.isfile(f"{root}/{name}"):
+            with fs.open_read(f"{root}/{name}") as src, fs.atomic_file(dest / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            (dest / name).unlink(missing_ok=True)
+    return dest / first if first != "tokenizer.json" else dest
 
 
 def resolve(path_or_hub_id: str | os.PathLike) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.config import ModelConfig
@@ -43,7 +44,7 @@ def rewrite(src: Path, out, cfg: ModelConfig, dtype: str, *,
     check_dtype(dtype)
     replace = replace or {}
     tensors = open_tensors(src, read_config(src))
-    np_dtype = np.dtype(_np_dtype(dtype))
+    np_dtype = np.dtype(jnp.dtype(dtype))
 
     def produce(name: str) -> np.ndarray:
         if name in replace:
@@ -59,8 +60,3 @@ def rewrite(src: Path, out, cfg: ModelConfig, dtype: str, *,
     return write_hf_dir(out, cfg, hf_specs(cfg, np_dtype), produce, dtype=dtype, tokenizer=tokenizer,
                         extra_files=extra_files)
 
-
-def _np_dtype(dtype: str):
-    import ml_dtypes
-
-    return ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)

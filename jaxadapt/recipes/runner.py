@@ -91,12 +91,17 @@ def _follow_stage(st: PlannedStage, sdir: Path, key: dict, index: int) -> str:
         code, stopped = execute(list(st.args), sdir / f"log.process-{index}.txt")
         if stopped or code in (PREEMPTED, INTERRUPTED):
             _say(f"[{st.name}] process {index}: stopped; run the same command again to continue")
-            raise Stopped(INTERRUPTED if code == INTERRUPTED or stopped == "SIGINT" else PREEMPTED)
+            raise _stopped(code, stopped)
         if code:
             raise UserError(f"stage {st.name}: process {index} exited with code {code}")
     else:
         _say(f"[{st.name}] process {index}: waiting for process 0 to run it")
     return _await(st, sdir, key, ("complete",))["run_id"]
+
+
+def _stopped(code: int, signal_name: str | None) -> Stopped:
+    """The runner's own exit for a stage that was stopped: train's status (130 for Ctrl-C, else 75)."""
+    return Stopped(INTERRUPTED if code == INTERRUPTED or signal_name == "SIGINT" else PREEMPTED)
 
 
 def _await(st: PlannedStage, sdir: Path, key: dict, statuses: tuple[str, ...], grace: float = 120.0) -> dict:
@@ -188,7 +193,7 @@ def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict, alo
         _write_record(sdir, {**base, "status": status, "exit_code": code, "seconds": seconds})
         if stopped:
             _say(f"[{st.name}] stopped by {stopped}; run the same command again to continue")
-            raise Stopped(INTERRUPTED if code == INTERRUPTED or stopped == "SIGINT" else PREEMPTED)
+            raise _stopped(code, stopped)
         why = f"exited with code {code}" if code else f"exited 0 but wrote no {out}"
         raise UserError(f"stage {st.name} ({st.kind}) {why}; its log: {sdir / LOG}")
     run_id = uuid.uuid4().hex

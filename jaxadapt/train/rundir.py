@@ -70,7 +70,10 @@ class Lease:
 
     def acquire(self) -> None:
         first = None
-        while not fs.create_new(self.path, json.dumps(self.record)):
+        while True:
+            self.record = {**self.record, "time": time.time()}  # fresh, however long the wait before it was
+            if fs.create_new(self.path, json.dumps(self.record)):
+                break
             held = self._read()
             if held is None:  # released between the two calls
                 continue

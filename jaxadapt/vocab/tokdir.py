@@ -88,7 +88,7 @@ def read_tokenizer(path) -> TokenizerDir:
     from jaxadapt.io.hf import resolve_local
 
     url = fs.is_url(str(path))
-    p = _fetch_tokenizer(str(path)) if url else resolve_local(path)
+    p = resolve_local(path, (*SIDE_FILES, ORIGIN_FILE))
     if not p.exists():
         raise TokenizerError(f"{path if url else p}: no such tokenizer file or directory")
     file = p if p.is_file() else p / "tokenizer.json"
@@ -104,25 +104,6 @@ def read_tokenizer(path) -> TokenizerDir:
     if empty:
         raise TokenizerError(f"{file}: tokenizer.json has an empty vocabulary")
     return tok
-
-
-def _fetch_tokenizer(url: str) -> Path:
-    """A local copy (in the cache) of the tokenizer files at a URL: a .json file, or tokenizer.json of a dir, with
-    the side files beside it. Copied afresh each time (they are small); what the URL no longer has is removed."""
-    from jaxadapt.assets import cache_dir
-
-    url = url.rstrip("/")
-    if not fs.exists(url):
-        raise TokenizerError(f"{url}: no such tokenizer file or directory")
-    root, first = url.rsplit("/", 1) if fs.isfile(url) else (url, "tokenizer.json")
-    dest = cache_dir("remote", "tokenizer-" + hashlib.sha256(root.encode()).hexdigest()[:16])
-    for name in dict.fromkeys((first, *SIDE_FILES, ORIGIN_FILE)):
-        if fs.isfile(f"{root}/{name}"):
-            with fs.open_read(f"{root}/{name}") as src, fs.atomic_file(dest / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            (dest / name).unlink(missing_ok=True)
-    return dest / first if first != "tokenizer.json" else dest
 
 
 def write_tokenizer_dir(out, tok: TokenizerDir, origin: dict, config: dict | None = None) -> Path:

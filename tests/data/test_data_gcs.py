@@ -3,19 +3,12 @@ byte for byte; a bucket that does not exist is one line, exit 2, nothing written
 
 from __future__ import annotations
 
-import pytest
 from datahelpers import write_jsonl
-from gcsemu import emulated_gcs
 
 from jaxadapt.cli import main
 
 BUCKET = "jaxadapt-data"
 DOCS = [f"document {i}: " + "de kat zit op de mat " * (i % 5 + 1) for i in range(200)]
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    yield from emulated_gcs(BUCKET)
 
 
 def test_split_in_a_bucket(gcs, tmp_path, monkeypatch, capsys):

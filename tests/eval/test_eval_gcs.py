@@ -8,17 +8,11 @@ import json
 
 import pytest
 from evalhelpers import TEXTS
-from gcsemu import emulated_gcs
 
 from jaxadapt.cli import main
 
 BUCKET = "jaxadapt-eval"
 EVAL = ["--seq-len", "32", "--batch-size", "2"]
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    yield from emulated_gcs(BUCKET)
 
 
 @pytest.fixture(scope="module")

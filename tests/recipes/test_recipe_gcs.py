@@ -7,7 +7,6 @@ import json
 import random
 
 import pytest
-from gcsemu import emulated_gcs
 
 from jaxadapt.cli import main
 from jaxadapt.recipes import runner
@@ -27,11 +26,6 @@ stages:
     kind: tokenizer_stats
     config: {{tokenizer: ["${{stages.tok.out}}"], corpus: ["${{vars.corpus}}"]}}
 """
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    yield from emulated_gcs(BUCKET)
 
 
 @pytest.fixture

@@ -9,18 +9,12 @@ import subprocess
 import time
 
 import pytest
-from gcsemu import emulated_gcs
 from trainhelpers import train_command
 
 from jaxadapt.errors import UserError
 from jaxadapt.train.rundir import Lease
 
 BUCKET = "jaxadapt-test"
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    yield from emulated_gcs(BUCKET)
 
 
 def losses(text: str) -> dict[int, float]:
@@ -98,6 +92,8 @@ def test_a_bucket_run_dir_has_one_trainer_at_a_time(gcs, capsys):
     start = time.time()
     second.acquire()
     assert time.time() - start >= 0.5 and "taking it over" in capsys.readouterr().err
+    held = json.loads(fs.cat(f"{BUCKET}/runs/leased/.lock"))
+    assert time.time() - held["time"] < 0.5  # stamped when created, not when the wait began: not born expired
     first.release()  # too late: the lease is no longer its own, so it leaves it alone
     assert json.loads(fs.cat(f"{BUCKET}/runs/leased/.lock"))["token"] == second.record["token"]
     second.release()

@@ -7,17 +7,11 @@ import json
 import random
 
 import pytest
-from gcsemu import emulated_gcs
 
 from jaxadapt.cli import main
 
 BUCKET = "jaxadapt-vocab"
 SYLLABLES = ["ka", "boe", "ren", "fiet", "sen", "straat", "ge", "zon", "wa", "ter", "lijk", "heid", "ui", "oog"]
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    yield from emulated_gcs(BUCKET)
 
 
 @pytest.fixture(scope="module")
