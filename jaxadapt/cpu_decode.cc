@@ -36,8 +36,8 @@ using bf16 = uint16_t;  // bfloat16: the upper half of a float32 (XLA FFI's type
 
 constexpr int64_t kPanel = 32;  // outputs per weight panel (cpu_decode.PANEL)
 
-// The first pass over the rows of x prefetches the weights this many bytes ahead into L2. On SmolLM2's 576 x 1536
-// float32 matrices at 8 rows of x, two cores read 12 GB/s without it and 17-19 GB/s with it (8 KB: 17, 32 KB: 16).
+// The first pass over the rows of x prefetches the weights this many bytes ahead into L2: the distance that read
+// fastest on SmolLM2's matrices (README, Performance).
 constexpr int64_t kPrefetchBytes = 16384;
 
 inline float ToFloat(float v) { return v; }

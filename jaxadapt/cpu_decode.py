@@ -1,9 +1,9 @@
 """Kernels for decoding on XLA:CPU in float32 or bfloat16 (float32 arithmetic either way), as XLA FFI custom calls
 split over XLA's intra-op threads:
 - `matmul`: y = x @ w for the few rows of x that one decoded token has, with w packed (`pack`) into panels of
-  PANEL outputs. At batch 8, XLA:CPU's dot reads SmolLM2's weights at ~10 GB/s, half of what the machine streams,
-  and decoding is bound by that read; `cpu_decode.cc` reads the packed weights once, as one sequential stream
-  prefetched ahead, against up to eight rows of x at a time.
+  PANEL outputs. Decoding is bound by reading the weights, and at a few rows XLA:CPU's dot reads them at about half
+  of what the machine streams (README, Performance); `cpu_decode.cc` reads the packed weights once, as one
+  sequential stream prefetched ahead, against up to eight rows of x at a time.
 - `attention`: one new token's attention over a layer of the stacked KV cache, read in place (XLA copies the
   layer's keys and values out of the stack first).
 They are compiled on first use (the system C++ compiler, -march=native) into the cache dir, keyed by the source, the

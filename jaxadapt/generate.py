@@ -19,7 +19,7 @@ from flax import nnx
 
 from jaxadapt import cpu_decode
 from jaxadapt.errors import UserError
-from jaxadapt.model import decode_kernels
+from jaxadapt.model import decode_kernels, softcap
 
 PROMPT_BUCKET = 32
 
@@ -66,8 +66,8 @@ def sample_next(logits, key, temperature: float, top_k: int, top_p: float):
 def unstack_by_default(model) -> bool:
     """Whether decoding runs on a copy of the layer weights (decode_copy, LlamaModel.unstack_layers): on XLA:CPU,
     and only while that copy takes at most a quarter of the memory still free. The copy halves XLA:CPU's per-token
-    weight traffic (batch 1: 80 -> 44 ms per step on SmolLM2-135M); on accelerators, where memory is the scarce
-    resource and that copy was never measured to pay, the decode loop scans the stacked layers as training does."""
+    weight traffic (README, Performance); on accelerators, where memory is the scarce resource and that copy was
+    never shown to pay, the decode loop scans the stacked layers as training does."""
     if jax.default_backend() != "cpu":
         return False
     layer_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model.model.layers)))
@@ -118,8 +118,8 @@ _COPY: dict = {}  # the last model's decode copy, see decode_copy
 
 
 def decode_copy(model, kernel: bool):
-    """_decode_copy of the model, made once per set of weights: XLA:CPU's copy of SmolLM2's layers (packed) took
-    ~0.5 s, 4 ms per token of a 128-token generation. The copy of the last model used is kept while every one of its
+    """_decode_copy of the model, made once per set of weights: copying (and packing) the layers costs XLA:CPU as
+    much as decoding a good share of a generation. The copy of the last model used is kept while every one of its
     parameter arrays is alive and unchanged (held by weak reference: updating or dropping the model frees it).
 
     A float32 model whose Linear kernels and head are all exact bfloat16 values (a bfloat16 checkpoint loaded in
@@ -157,7 +157,8 @@ def _generate(model, copy, ids, mask, key, eos, *, max_new_tokens, temperature, 
             return model.logits(h[:, -1]), cache
         with decode_kernels(cpu_decode):
             h, cache = model.extend(tok[:, None], cache, layers=layers)
-        return cpu_decode.matmul(h[:, -1], head)[:, :model.config.vocab_size].astype(jnp.float32), cache
+        logits = cpu_decode.matmul(h[:, -1], head)[:, :model.config.vocab_size].astype(jnp.float32)
+        return softcap(logits, model.config.final_logit_softcapping), cache
 
     out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(tok)
     done = jnp.isin(tok, eos)

@@ -1,4 +1,4 @@
-"""The Llama-family decoder (Llama-2/3, Mistral, Qwen2, Qwen3, SmolLM2) in Flax NNX.
+"""The Llama-family decoder (Llama-2/3, Mistral, Qwen2, Qwen3, Gemma-2/3, SmolLM2) in Flax NNX.
 
 Module and parameter names mirror HF's (`model.layers.self_attn.q_proj`, `embed_tokens`, `lm_head`), so HF
 conversion is a transpose of each Linear weight plus stacking the layers; every parameter this module creates has a
@@ -11,6 +11,8 @@ spec in jaxadapt.params (HF name and layout, sharding, LoRA, GGUF name). Differe
   vocabulary (`vocab_parallel`).
 - Attention takes `segment_ids` (packed documents never attend to each other) and `positions` (RoPE restarts
   per document), on top of the causal mask, the key padding mask and the optional sliding window.
+- Layers of two kinds (Gemma: sliding and full attention, with their own RoPE bases in Gemma-3) share the scan: each
+  kind's mask and cos/sin are built once and every layer selects its own (`LlamaModel.layer_inputs`).
 RoPE uses HF's rotate-half layout with cos/sin computed in float32, like HF.
 
 Generation runs the same layers through `LlamaForCausalLM.extend` with a `KVCache`: new tokens are written into
@@ -27,10 +29,12 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from jaxadapt.config import ModelConfig
-from jaxadapt.sharding import (constrain_batch, constrain_layer, gathers_layers, recompute_gathered, split_vocab,
-                               vocab_parallel)
+from jaxadapt.sharding import (LOGICAL_TO_MESH, active_mesh, constrain_batch, constrain_layer, gathers_layers,
+                               recompute_gathered, split_vocab, vocab_parallel)
+from jaxadapt.splash import splash_attention
 
 REMAT_POLICIES = {
     "none": None,  # keep every activation (fastest, most memory)
@@ -137,25 +141,35 @@ class Linear(nnx.Module):
 
 
 class RMSNorm(nnx.Module):
-    """Normalise in float32, cast back, then scale (HF's order of operations)."""
+    """Normalise in float32, cast back, then scale (HF's order of operations). Gemma's scale by (1 + weight) (stored
+    zero-centred), in float32 before the cast, as HF's Gemma does."""
 
     def __init__(self, dim: int, *, cfg: ModelConfig, rt: Runtime):
-        self.weight = nnx.Param(jnp.ones((dim,), rt.param_dtype))
-        self.eps = cfg.rms_norm_eps
+        self.weight = nnx.Param((jnp.zeros if cfg.gemma else jnp.ones)((dim,), rt.param_dtype))
+        self.eps, self.offset = cfg.rms_norm_eps, cfg.gemma
 
     def __call__(self, x):
         x32 = x.astype(jnp.float32)
         x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.offset:
+            return (x32 * (1.0 + self.weight[...].astype(jnp.float32))).astype(x.dtype)
         return self.weight[...].astype(x.dtype) * x32.astype(x.dtype)
 
 
 class Embed(nnx.Module):
+    """Token embeddings; Gemma's are multiplied by sqrt(hidden) (in the parameters' dtype, as HF does), the LM head
+    reading the same matrix unscaled."""
+
     def __init__(self, vocab: int, dim: int, *, cfg: ModelConfig, rt: Runtime, rngs: nnx.Rngs):
         self.embedding = nnx.Param(_init(cfg)(rngs.params(), (vocab, dim), jnp.dtype(rt.param_dtype)))
         self.compute_dtype = jnp.dtype(rt.compute_dtype)
+        self.scale = cfg.hidden_size ** 0.5 if cfg.gemma else None
 
     def __call__(self, ids):
-        return jnp.take(self.embedding[...], ids, axis=0).astype(self.compute_dtype)
+        x = jnp.take(self.embedding[...], ids, axis=0)
+        if self.scale is not None:
+            x = x * jnp.asarray(self.scale, x.dtype)
+        return x.astype(self.compute_dtype)
 
 
 def _keys(rng, n):
@@ -163,9 +177,10 @@ def _keys(rng, n):
     return [None] * n if rng is None else list(jax.random.split(rng, n))
 
 
-def rope_cos_sin(cfg: ModelConfig, positions):
-    """cos, sin of shape [batch, seq, head_dim] in float32, rotate-half layout (frequencies repeated twice)."""
-    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(cfg.inv_freq())
+def rope_cos_sin(cfg: ModelConfig, positions, sliding: bool = False):
+    """cos, sin of shape [batch, seq, head_dim] in float32, rotate-half layout (frequencies repeated twice), for the
+    sliding layers' RoPE base or the others' (they differ in Gemma-3)."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(cfg.inv_freq(sliding))
     emb = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(emb), jnp.sin(emb)
 
@@ -194,6 +209,11 @@ def build_mask(key_valid, q_idx, sliding_window: int | None, segment_ids=None):
     return mask[:, None]
 
 
+def softcap(x, cap: float | None):
+    """cap * tanh(x / cap): Gemma-2's soft cap of attention scores and logits; x itself without a cap."""
+    return x if cap is None else cap * jnp.tanh(x / cap)
+
+
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class KVCache:
@@ -205,8 +225,8 @@ class KVCache:
     Prompts are left-padded so that every row writes the same slot `index`; `key_valid` [batch, max_len] marks the
     slots holding real tokens (not padding, not yet written). A bfloat16 cache holds its values' uint16 bit patterns:
     XLA:CPU rewrites a bfloat16 dynamic-update-slice as a float32 one on a converted copy of the whole stacked cache,
-    every layer of every token, and a bitcast around it still copies; an integer cache is updated in place (bfloat16
-    SmolLM2 at batch 8, 128 new tokens: 85 -> 39 ms per token).
+    every layer of every token, and a bitcast around it still copies; an integer cache is updated in place (what that
+    saves: README, Performance).
     """
 
     k: jax.Array
@@ -233,31 +253,38 @@ def _from_cache(x):
     return jax.lax.bitcast_convert_type(x, jnp.bfloat16) if x.dtype == jnp.uint16 else x
 
 
-def cached_attention(q, k, v, kv, layer, index, mask):
+def grouped_attention(q, keys, values, mask, scale: float, cap: float | None = None):
+    """Attention with query heads grouped per KV head (GQA), scores soft-capped (if `cap`) before the mask and
+    softmaxed in float32, as in HF's eager attention. q [batch, t, heads, d]; keys, values [batch, kv_heads, s, d]
+    (the cache's layout); mask [batch, 1, t, s] -> [batch, t, heads, d]."""
+    b, t, heads, d = q.shape
+    kvh = keys.shape[1]
+    q = q.reshape(b, t, kvh, heads // kvh, d).transpose(0, 2, 3, 1, 4).reshape(b, kvh, -1, d)
+    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys.astype(q.dtype)).astype(jnp.float32) * scale
+    scores = softcap(scores, cap).reshape(b, kvh, heads // kvh, t, -1)
+    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kvh, -1, scores.shape[-1])
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(q.dtype)).reshape(b, kvh, heads // kvh, t, d)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d)
+
+
+def cached_attention(q, k, v, kv, layer, index, mask, scale: float, cap: float | None = None):
     """Attention of new tokens against the stacked cache `kv` = (keys, values) after writing their k, v into
     `layer`'s slots from `index` -> (output [batch, t, heads, head_dim], updated kv).
 
-    q [batch, t, heads, head_dim]; k, v [batch, t, kv_heads, head_dim]; mask [batch, 1, t, max_len]. Query heads
-    are grouped per KV head (GQA) and the softmax runs in float32, as in HF.
+    q [batch, t, heads, head_dim]; k, v [batch, t, kv_heads, head_dim]; mask [batch, 1, t, max_len]
+    (grouped_attention).
     """
     cache_k, cache_v = kv
     at = (layer, 0, 0, index, 0)
     cache_k = jax.lax.dynamic_update_slice(cache_k, _to_cache(k.swapaxes(1, 2)[None], cache_k), at)
     cache_v = jax.lax.dynamic_update_slice(cache_v, _to_cache(v.swapaxes(1, 2)[None], cache_v), at)
-    b, t, heads, d = q.shape
     kernels = _DECODE_KERNELS.get()
-    if kernels is not None and t == 1 and isinstance(layer, int):  # see decode_kernels
-        out = kernels.attention(q[:, 0], cache_k, cache_v, mask[:, 0, 0], layer, d ** -0.5)
+    if kernels is not None and q.shape[1] == 1 and isinstance(layer, int) and cap is None:  # see decode_kernels
+        out = kernels.attention(q[:, 0], cache_k, cache_v, mask[:, 0, 0], layer, scale)
         return out[:, None], (cache_k, cache_v)  # in q's dtype
     keys, values = _from_cache(cache_k[layer]), _from_cache(cache_v[layer])  # [batch, kv_heads, max_len, head_dim]
-    kvh = keys.shape[1]
-    q = q.reshape(b, t, kvh, heads // kvh, d).transpose(0, 2, 3, 1, 4).reshape(b, kvh, -1, d)
-    scores = jnp.einsum("bkqd,bksd->bkqs", q, keys.astype(q.dtype)).astype(jnp.float32) * d ** -0.5
-    scores = scores.reshape(b, kvh, heads // kvh, t, -1)
-    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kvh, -1, scores.shape[-1])
-    out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(q.dtype)).reshape(b, kvh, heads // kvh, t, d)
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, heads, d), (cache_k, cache_v)
+    return grouped_attention(q, keys, values, mask, scale, cap), (cache_k, cache_v)
 
 
 def remat_chunks(fn, chunk: int, *xs):
@@ -278,12 +305,17 @@ def remat_chunks(fn, chunk: int, *xs):
     return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(y.shape[1], t, *y.shape[3:]), out)
 
 
-def chunked_attention(q, k, v, mask, chunk: int, impl=None):
+def chunked_attention(q, k, v, mask, chunk: int, impl=None, scale: float | None = None, cap: float | None = None):
     """jax.nn.dot_product_attention over `chunk` queries at a time (remat_chunks): the attention weights held at once
     are [batch, heads, chunk, keys] instead of [batch, heads, queries, keys], which is what dominates a long
     sequence's step where no fused attention kernel applies. Each query row's softmax is the same computation as
-    unchunked; chunk 0 attends all queries at once. q [batch, t, heads, d]; mask [batch, 1, t, keys]."""
-    return remat_chunks(lambda qc, mc: jax.nn.dot_product_attention(qc, k, v, mask=mc.swapaxes(1, 2),
+    unchunked; chunk 0 attends all queries at once. q [batch, t, heads, d]; mask [batch, 1, t, keys]. Soft-capped
+    scores (`cap`), which jax.nn.dot_product_attention does not offer, go through grouped_attention."""
+    if cap is not None:
+        keys, values = k.swapaxes(1, 2), v.swapaxes(1, 2)
+        return remat_chunks(lambda qc, mc: grouped_attention(qc, keys, values, mc.swapaxes(1, 2), scale, cap),
+                            chunk, q, mask.swapaxes(1, 2))
+    return remat_chunks(lambda qc, mc: jax.nn.dot_product_attention(qc, k, v, mask=mc.swapaxes(1, 2), scale=scale,
                                                                     implementation=impl),
                         chunk, q, mask.swapaxes(1, 2))
 
@@ -299,6 +331,10 @@ class Attention(nnx.Module):
         self.q_norm = RMSNorm(cfg.head_dim, cfg=cfg, rt=rt) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg=cfg, rt=rt) if cfg.qk_norm else None
         self.cfg, self.impl, self.chunk = cfg, rt.attention_impl, rt.attention_chunk
+        self.scale, self.cap = cfg.attention_scale, cfg.attn_logit_softcapping
+        if self.cap is not None and self.impl not in (None, "xla", "splash"):
+            raise ValueError(f"attention_impl={self.impl!r} has no soft-capped attention scores "
+                             f"(attn_logit_softcapping={self.cap}); use xla")
 
     def __call__(self, x, cos, sin, mask, rng=None, kv=None, layer=None, write_at=None):
         """-> (output, kv). With `kv`, the stacked cache, the new keys/values are written into `layer`'s slots from
@@ -312,39 +348,76 @@ class Attention(nnx.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is None:
+        if kv is None and self.impl == "splash":  # `mask` holds segment ids here (LlamaModel.layer_inputs)
+            out = self.splash(q, k, v, mask, layer)
+        elif kv is None:
             chunk = _ATTENTION_CHUNK.get()
-            out = chunked_attention(q, k, v, mask, self.chunk if chunk is None else chunk, self.impl)
+            out = chunked_attention(q, k, v, mask, self.chunk if chunk is None else chunk, self.impl, self.scale,
+                                    self.cap)
         else:
-            out, kv = cached_attention(q, k, v, kv, layer, write_at, mask)
+            out, kv = cached_attention(q, k, v, kv, layer, write_at, mask, self.scale, self.cap)
         return self.o_proj(out.reshape(b, t, c.q_dim), r[3]), kv
 
 
+    def splash(self, q, k, v, ids, layer):
+        """jaxadapt.splash over the layer's window: the kernel's mask is static, so where the layers differ (Gemma)
+        and the scan's layer index is traced, a cond picks the sliding or the full kernel."""
+        cfg, mesh = self.cfg, active_mesh()
+        spec = P(LOGICAL_TO_MESH["batch"], None, LOGICAL_TO_MESH["heads"], None)
+
+        def run(sliding: bool):
+            return splash_attention(q, k, v, ids, sliding_window=cfg.sliding_window if sliding else None,
+                                    scale=self.scale, softcap=self.cap, mesh=mesh, spec=spec if mesh else None)
+
+        kinds = sorted(set(cfg.sliding_layers))
+        if len(kinds) == 1:
+            return run(kinds[0])
+        if isinstance(layer, int):
+            return run(cfg.sliding_layers[layer])
+        return jax.lax.cond(jnp.asarray(cfg.sliding_layers)[layer], lambda: run(True), lambda: run(False))
+
+
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu_pytorch_tanh": partial(jax.nn.gelu, approximate=True)}
+
+
 class MLP(nnx.Module):
+    """down(act(gate(x)) * up(x)): SwiGLU, or GeGLU with the tanh-approximated GELU (Gemma)."""
+
     def __init__(self, cfg: ModelConfig, rt: Runtime, rngs: nnx.Rngs):
         kw = dict(bias=cfg.mlp_bias, cfg=cfg, rt=rt, rngs=rngs)
         self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, **kw)
         self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, **kw)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, **kw)
+        self.act = cfg.hidden_act
 
     def __call__(self, x, rng=None):
         r = _keys(rng, 3)
-        return self.down_proj(jax.nn.silu(self.gate_proj(x, r[0])) * self.up_proj(x, r[1]), r[2])
+        return self.down_proj(ACTIVATIONS[self.act](self.gate_proj(x, r[0])) * self.up_proj(x, r[1]), r[2])
 
 
 class DecoderLayer(nnx.Module):
+    """Pre-norm residual blocks. Llama's post_attention_layernorm is the MLP's input norm; Gemma normalises each
+    block's output too (post_attention_layernorm, post_feedforward_layernorm) and the MLP's input with
+    pre_feedforward_layernorm."""
+
     def __init__(self, cfg: ModelConfig, rt: Runtime, rngs: nnx.Rngs):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt)
         self.self_attn = Attention(cfg, rt, rngs)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt)
+        gemma = cfg.gemma
+        self.pre_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt) if gemma else None
+        self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt) if gemma else None
         self.mlp = MLP(cfg, rt, rngs)
 
     def __call__(self, h, cos, sin, mask, rng=None, kv=None, layer=None, write_at=None):
         """-> (h, kv): kv is the updated stacked cache (None without one), see Attention."""
         r = _keys(rng, 2)
         attn, kv = self.self_attn(self.input_layernorm(h), cos, sin, mask, r[0], kv, layer, write_at)
-        h = h + attn
-        return h + self.mlp(self.post_attention_layernorm(h), r[1]), kv
+        if self.pre_feedforward_layernorm is None:
+            h = h + attn
+            return h + self.mlp(self.post_attention_layernorm(h), r[1]), kv
+        h = h + self.post_attention_layernorm(attn)
+        return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h), r[1])), kv
 
 
 class LlamaModel(nnx.Module):
@@ -361,15 +434,28 @@ class LlamaModel(nnx.Module):
         self.layers = stacked(rngs)
         self.norm = RMSNorm(cfg.hidden_size, cfg=cfg, rt=rt)
         self.cfg, self.remat, self.compute_dtype = cfg, rt.remat, jnp.dtype(rt.compute_dtype)
+        self.splash = rt.attention_impl == "splash"
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         b, t = input_ids.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t), (b, t))
         key_valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
-        mask = build_mask(key_valid, jnp.arange(t), self.cfg.sliding_window, segment_ids)
-        h, _ = self.run_layers(self.embed_tokens(input_ids), rope_cos_sin(self.cfg, positions), mask, rng)
+        inputs = self.layer_inputs(positions, key_valid, jnp.arange(t), segment_ids, fused=self.splash)
+        h, _ = self.run_layers(self.embed_tokens(input_ids), inputs, rng)
         return self.norm(h)
+
+    def layer_inputs(self, positions, key_valid, q_idx, segment_ids=None, fused: bool = False) -> dict:
+        """{sliding: (cos, sin, mask)} for each kind of layer the model has (see rope_cos_sin, build_mask): with
+        full and sliding layers both (Gemma) each layer picks its own in run_layers. `fused` (splash attention):
+        the mask is the [batch, t] segment ids instead, padding given its own id (-1), the kernel building the rest."""
+        cfg = self.cfg
+        if fused:
+            ids = jnp.where(key_valid, 0 if segment_ids is None else segment_ids, -1).astype(jnp.int32)
+        return {sliding: (*rope_cos_sin(cfg, positions, sliding),
+                          ids if fused else build_mask(key_valid, q_idx, cfg.sliding_window if sliding else None,
+                                                       segment_ids))
+                for sliding in sorted(set(cfg.sliding_layers))}
 
     def extend(self, input_ids, cache: KVCache, attention_mask=None, layers=None):
         """Run new tokens against a KV cache -> (hidden states [batch, t, hidden], updated cache).
@@ -382,9 +468,9 @@ class LlamaModel(nnx.Module):
         new_valid = jnp.ones(input_ids.shape, bool) if attention_mask is None else attention_mask.astype(bool)
         positions = cache.key_valid.sum(-1, keepdims=True) + jnp.cumsum(new_valid, axis=1) - 1
         key_valid = jax.lax.dynamic_update_slice(cache.key_valid, new_valid, (0, cache.index))
-        mask = build_mask(key_valid, cache.index + jnp.arange(t), self.cfg.sliding_window)
-        h, (k, v) = self.run_layers(self.embed_tokens(input_ids), rope_cos_sin(self.cfg, positions), mask,
-                                    kv=(cache.k, cache.v), write_at=cache.index, layers=layers)
+        inputs = self.layer_inputs(positions, key_valid, cache.index + jnp.arange(t))
+        h, (k, v) = self.run_layers(self.embed_tokens(input_ids), inputs, kv=(cache.k, cache.v),
+                                    write_at=cache.index, layers=layers)
         return self.norm(h), KVCache(k, v, key_valid, cache.index + t)
 
     def unstack_layers(self, pack=None) -> tuple:
@@ -401,15 +487,25 @@ class LlamaModel(nnx.Module):
         return tuple(jax.tree_util.tree_map_with_path(partial(take, i), state)
                      for i in range(self.cfg.num_hidden_layers))
 
-    def run_layers(self, h, cos_sin, mask, rng=None, kv=None, write_at=None, layers=None):
+    def run_layers(self, h, inputs: dict, rng=None, kv=None, write_at=None, layers=None):
         """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` ride in the carry (see KVCache).
-        With `layers` (from `unstack_layers`) the layers run unrolled on those instead."""
-        cos, sin = cos_sin
+        With `layers` (from `unstack_layers`) the layers run unrolled on those instead. `inputs`: layer_inputs."""
         graphdef, state = nnx.split(self.layers)
+        sliding = self.cfg.sliding_layers
+
+        def layer_kind(layer):
+            """The (cos, sin, mask) of a layer: chosen by a select where the scan's layer index is traced."""
+            if len(inputs) == 1:
+                return next(iter(inputs.values()))
+            if isinstance(layer, int):
+                return inputs[sliding[layer]]
+            flag = jnp.asarray(sliding)[layer]
+            return jax.tree.map(lambda a, b: jnp.where(flag, a, b), inputs[True], inputs[False])
 
         def body(carry, xs):
             h, kv = carry
             layer_state, layer_rng, layer = xs
+            cos, sin, mask = layer_kind(layer)
             # Under FSDP: the sliced layer stays sharded and is gathered here, one layer per iteration; the
             # activations stay split over the batch. Both are identity outside a train step on an fsdp mesh.
             layer_state = constrain_layer(layer_state, self.compute_dtype)
@@ -432,11 +528,13 @@ class LlamaModel(nnx.Module):
         return h, kv
 
 
-def project(h, head):
-    """float32 logits of hidden states h [..., hidden] on `head` [hidden, vocab] (LlamaForCausalLM.head). Under FSDP
-    the head is vocabulary-parallel (jaxadapt.sharding.vocab_parallel)."""
+def project(h, head, cap: float | None = None):
+    """float32 logits of hidden states h [..., hidden] on `head` [hidden, vocab] (LlamaForCausalLM.head), soft-capped
+    by `cap` (Gemma-2's final_logit_softcapping). Under FSDP the head is vocabulary-parallel
+    (jaxadapt.sharding.vocab_parallel)."""
     h, head = vocab_parallel(h, head)
-    return split_vocab(h @ head).astype(jnp.float32)
+    # float32 out of the product itself (bfloat16 inputs accumulate in float32 anyway): no logit rounded to bfloat16
+    return softcap(split_vocab(jnp.matmul(h, head, preferred_element_type=jnp.float32)), cap)
 
 
 class LlamaForCausalLM(nnx.Module):
@@ -463,7 +561,7 @@ class LlamaForCausalLM(nnx.Module):
 
     def logits(self, h):
         """float32 logits of hidden states h [..., hidden] (see project)."""
-        return project(h, self.head())
+        return project(h, self.head(), self.config.final_logit_softcapping)
 
     def __call__(self, input_ids, attention_mask=None, positions=None, segment_ids=None, rng=None):
         return self.logits(self.hidden_states(input_ids, attention_mask, positions, segment_ids, rng))

@@ -48,6 +48,14 @@ def qk_norm(cfg: ModelConfig) -> bool:
     return cfg.qk_norm
 
 
+def gemma(cfg: ModelConfig) -> bool:
+    return cfg.gemma
+
+
+def not_gemma(cfg: ModelConfig) -> bool:
+    return not cfg.gemma
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     path: str  # '/'-joined nnx path from the LlamaForCausalLM root, e.g. "model/layers/self_attn/q_proj/kernel"
@@ -121,7 +129,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     *_linear("self_attn", "k_proj", "embed", "kv_heads", "attn_k", qkv_bias, rope_heads="num_key_value_heads"),
     *_linear("self_attn", "v_proj", "embed", "kv_heads", "attn_v", qkv_bias),
     *_linear("self_attn", "o_proj", "heads", "embed", "attn_output", o_bias),
-    # Qwen3: RMSNorm over each head's head_dim of q and k, after the projection, before RoPE. Not LoRA targets.
+    # Qwen3, Gemma-3: RMSNorm over each head's head_dim of q and k, after the projection, before RoPE. Not LoRA targets.
     _norm(f"{LAYERS_PREFIX}self_attn/q_norm/weight", "model.layers.{i}.self_attn.q_norm.weight",
           "blk.{i}.attn_q_norm.weight", when=qk_norm),
     _norm(f"{LAYERS_PREFIX}self_attn/k_norm/weight", "model.layers.{i}.self_attn.k_norm.weight",
@@ -131,8 +139,16 @@ PARAMS: tuple[ParamSpec, ...] = (
     *_linear("mlp", "down_proj", "mlp", "embed", "ffn_down", mlp_bias),
     _norm(f"{LAYERS_PREFIX}input_layernorm/weight", "model.layers.{i}.input_layernorm.weight",
           "blk.{i}.attn_norm.weight"),
+    # Llama's post_attention_layernorm normalises the MLP's input; Gemma's the attention's output (llama.cpp names
+    # them apart), and Gemma has two more norms around the MLP.
     _norm(f"{LAYERS_PREFIX}post_attention_layernorm/weight", "model.layers.{i}.post_attention_layernorm.weight",
-          "blk.{i}.ffn_norm.weight"),
+          "blk.{i}.ffn_norm.weight", when=not_gemma),
+    _norm(f"{LAYERS_PREFIX}post_attention_layernorm/weight", "model.layers.{i}.post_attention_layernorm.weight",
+          "blk.{i}.post_attention_norm.weight", when=gemma),
+    _norm(f"{LAYERS_PREFIX}pre_feedforward_layernorm/weight", "model.layers.{i}.pre_feedforward_layernorm.weight",
+          "blk.{i}.ffn_norm.weight", when=gemma),
+    _norm(f"{LAYERS_PREFIX}post_feedforward_layernorm/weight", "model.layers.{i}.post_feedforward_layernorm.weight",
+          "blk.{i}.post_ffw_norm.weight", when=gemma),
 )
 
 

@@ -24,16 +24,17 @@ from jaxadapt.errors import UserError
 from jaxadapt.params import sharding_rules
 
 MESH_AXES = ("data", "fsdp", "tensor")
+DATA, FSDP, TENSOR = MESH_AXES  # the only spelling of the mesh axis names; code names them by these constants
 
 # Logical axis -> mesh axis (or tuple of mesh axes, or None = replicated).
 LOGICAL_TO_MESH: dict[str, Any] = {
-    "batch": ("data", "fsdp"),
+    "batch": (DATA, FSDP),
     "seq": None,
-    "vocab": "tensor",
-    "embed": "fsdp",
-    "heads": "tensor",  # q_proj output / o_proj input: num_heads * head_dim
-    "kv_heads": "tensor",  # k_proj / v_proj output: num_kv_heads * head_dim
-    "mlp": "tensor",
+    "vocab": TENSOR,
+    "embed": FSDP,
+    "heads": TENSOR,  # q_proj output / o_proj input: num_heads * head_dim
+    "kv_heads": TENSOR,  # k_proj / v_proj output: num_kv_heads * head_dim
+    "mlp": TENSOR,
     "layers": None,
     "norm": None,
     "rank": None,  # LoRA rank
@@ -55,8 +56,9 @@ def parse_mesh(spec: str) -> dict[str, int]:
     for item in spec.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep or key not in sizes or key in seen or not value.strip().isdigit() or int(value) < 1:
-            raise UserError(f"--mesh {spec!r}: expected comma-separated AXIS=SIZE with AXIS one of data, fsdp, "
-                            f"tensor (each at most once) and SIZE a positive integer, e.g. data=2,fsdp=4")
+            raise UserError(f"--mesh {spec!r}: expected comma-separated AXIS=SIZE with AXIS one of "
+                            f"{', '.join(MESH_AXES)} (each at most once) and SIZE a positive integer, e.g. "
+                            f"{DATA}=2,{FSDP}=4")
         seen.add(key)
         sizes[key] = int(value)
     return sizes
@@ -65,7 +67,7 @@ def parse_mesh(spec: str) -> dict[str, int]:
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Iterable | None = None) -> Mesh:
     """A (data, fsdp, tensor) mesh over all devices (of all processes); -1 takes the remaining devices."""
     devices = list(jax.devices() if devices is None else devices)
-    sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
+    sizes = dict(zip(MESH_AXES, (data, fsdp, tensor)))
     free = [k for k, v in sizes.items() if v == -1]
     if len(free) > 1:
         raise ShardingError(f"mesh: at most one axis may be -1, got {sizes}")
@@ -172,11 +174,17 @@ def param_mesh(mesh: Mesh):
         _PARAM_MESH.reset(token)
 
 
+def active_mesh() -> Mesh | None:
+    """The mesh of the train step being traced (`param_mesh`), or None: for kernels that XLA cannot partition and
+    that run per device under shard_map (jaxadapt.splash)."""
+    return _PARAM_MESH.get()
+
+
 def gathers_layers() -> bool:
     """Whether a `param_mesh` with an `fsdp` axis larger than 1 is active: the scanned layers are then gathered one
     at a time (`constrain_layer`)."""
     mesh = _PARAM_MESH.get()
-    return mesh is not None and mesh.shape.get("fsdp", 1) > 1
+    return mesh is not None and mesh.shape.get(FSDP, 1) > 1
 
 
 def constrain_layer(layer_state, compute_dtype=None):
@@ -255,17 +263,17 @@ def _vocab_constraint(x, vocab_last: bool):
         return x
     mesh = _PARAM_MESH.get()
     lead = [None] * (x.ndim - 1)
-    if x.ndim == 3 and x.shape[0] % mesh.shape["data"] == 0 and mesh.shape["data"] > 1:
-        lead[0] = "data"
-    split = tuple(a for a in ("fsdp", "tensor") if mesh.shape[a] > 1)
+    if x.ndim == 3 and x.shape[0] % mesh.shape[DATA] == 0 and mesh.shape[DATA] > 1:
+        lead[0] = DATA
+    split = tuple(a for a in (FSDP, TENSOR) if mesh.shape[a] > 1)
     last = split if vocab_last and split and x.shape[-1] % math.prod(mesh.shape[a] for a in split) == 0 else None
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*lead, last)))
 
 
 def _without_fsdp(axis):
-    if axis is None or axis == "fsdp":
+    if axis is None or axis == FSDP:
         return None
     if isinstance(axis, str):
         return axis
-    rest = tuple(a for a in axis if a != "fsdp")
+    rest = tuple(a for a in axis if a != FSDP)
     return None if not rest else rest[0] if len(rest) == 1 else rest

@@ -297,7 +297,7 @@ ROWS = [
     ("run-ref-in-vars", lambda i: ["run", i.recipe([tok_stage(i)], {"a": "${vars.b}"})],
      ["vars", "not allowed", "recipe.yaml"]),
     ("run-unknown-stage-option", lambda i: ["run", i.recipe([tok_stage(i, vocab_sise=3)])],
-     ["stages.tok.config.vocab_sise", "jaxadapt tokenizer train", "vocab_size"]),
+     ["vocab_sise", "stages.tok.config", "jaxadapt tokenizer train", "vocab_size"]),
     ("run-bad-train-stage", lambda i: ["run", i.recipe([stage("cpt", "train", model={"path": i.model()},
                                                               lora={"rank": 0})])],
      ["stages.cpt", "lora.rank=0", "positive integer"]),

@@ -74,15 +74,18 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
     assert generate_ids(model, prompts, eos_ids=(), max_new_tokens=40, unstack=unstack) == expected
 
 
-@pytest.mark.parametrize("name, loop", [("qwen3", "kernel"), ("qwen3_tied", "stacked")])
-def test_qwen3_greedy_matches_transformers(name, loop, hf_dir):
-    """Qwen3's per-head q/k RMSNorm before RoPE, with head_dim 24 / 32 (not hidden / heads = 16), untied and tied:
-    on the packed per-layer copy (jaxadapt.cpu_decode, where a C++ compiler is here) and scanning the stack."""
+@pytest.mark.parametrize("name, loop", [("qwen3", "kernel"), ("qwen3_tied", "stacked"), ("gemma2", "kernel"),
+                                        ("gemma2", "stacked"), ("gemma3", "kernel"), ("gemma3", "stacked")])
+def test_family_greedy_matches_transformers(name, loop, hf_dir):
+    """Qwen3's per-head q/k RMSNorm before RoPE, with head_dim 24 / 32 (not hidden / heads = 16), untied and tied;
+    Gemma-2's soft-capped scores and logits with sliding and full layers alternating, Gemma-3's two RoPE bases
+    (prompts and generations longer than the window of 40): on the packed per-layer copy (jaxadapt.cpu_decode, where
+    a C++ compiler is here) and scanning the stack."""
     if loop == "kernel" and not cpu_decode.available():
         pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
     path, ref = hf_dir(name)
     ref.generation_config.eos_token_id, ref.generation_config.pad_token_id = None, 0
-    prompts = [np.random.default_rng(5).integers(3, 300, n).tolist() for n in (19, 7)]
+    prompts = [np.random.default_rng(5).integers(3, 300, n).tolist() for n in (49, 7)]
     model = load_pretrained(path)
     unstack = loop != "stacked"
     assert jaxadapt.generate.uses_cpu_decode(model, unstack) == (loop == "kernel")

@@ -34,7 +34,7 @@ def test_logits_match_transformers(family, hf_dir):
     assert (out.argmax(-1) == ref.argmax(-1))[valid].all()
 
 
-@pytest.mark.parametrize("family_name", ["llama_gqa", "mistral_sliding"])
+@pytest.mark.parametrize("family_name", ["llama_gqa", "mistral_sliding", "gemma2", "gemma3"])
 @pytest.mark.parametrize("attention_chunk", [0, 32])
 def test_packed_documents_equal_separate_runs(family_name, attention_chunk, hf_dir):
     """Two documents packed in one row (segment ids, restarted positions) give each document's own logits; also
@@ -123,6 +123,36 @@ def test_rejects_unsupported_config_values():
              "layer_types": ["full_attention", "sliding_attention"]}
     with pytest.raises(ConfigError, match="mixes full and sliding"):
         ModelConfig.from_hf(mixed)
+    gemma = {"model_type": "gemma2", "num_hidden_layers": 2}
+    with pytest.raises(ConfigError, match="x/config.json: use_bidirectional_attention=true"):
+        ModelConfig.from_hf({**gemma, "use_bidirectional_attention": True}, source="x/config.json")
+    with pytest.raises(ConfigError, match="layer_types has 1 entries; expected one per layer"):
+        ModelConfig.from_hf({**gemma, "layer_types": ["full_attention"]})
+    with pytest.raises(ConfigError, match=r"layer_types holds \['global'\]"):
+        ModelConfig.from_hf({**gemma, "layer_types": ["global", "full_attention"]})
+    with pytest.raises(ConfigError, match="model_type='gemma3' \\(multimodal\\) without a text_config"):
+        ModelConfig.from_hf({"model_type": "gemma3"})
+    with pytest.raises(ConfigError, match="hidden_act='relu' is not supported"):
+        ModelConfig.from_hf({**gemma, "hidden_activation": "relu"})
+
+
+def test_gemma_configs_fill_transformers_defaults():
+    """A sparse Gemma config.json (the multimodal Gemma-3's text_config above all) means what transformers reads from
+    it: the class defaults, the layer pattern spelled out, Gemma-3's per-kind RoPE parameters."""
+    from transformers import AutoConfig
+
+    for hf in ({"model_type": "gemma2", "num_hidden_layers": 4},
+               {"model_type": "gemma3_text", "num_hidden_layers": 7, "rope_scaling": {"rope_type": "linear",
+                                                                                     "factor": 8.0}}):
+        ours, ref = ModelConfig.from_hf(hf), AutoConfig.for_model(**hf)
+        assert list(ours.layer_types) == ref.layer_types
+        assert (ours.vocab_size, ours.head_dim, ours.sliding_window, ours.query_pre_attn_scalar) == (
+            ref.vocab_size, ref.head_dim, ref.sliding_window, ref.query_pre_attn_scalar)
+        assert (ours.attn_logit_softcapping, ours.final_logit_softcapping, ours.tie_word_embeddings) == (
+            ref.attn_logit_softcapping, ref.final_logit_softcapping, ref.tie_word_embeddings)
+        back = AutoConfig.for_model(**ours.to_hf())
+        assert back.to_dict()["rope_parameters"] == ref.to_dict()["rope_parameters"]
+        assert ModelConfig.from_hf(back.to_dict()) == ours
 
 
 def test_qwen3_config_and_biases_like_transformers(tmp_path, make_hf_model):
@@ -157,3 +187,18 @@ def test_qwen3_config_and_biases_like_transformers(tmp_path, make_hf_model):
     with torch.no_grad():
         want = ref(torch.tensor(ids)).logits.numpy()
     assert np.abs(_forward(model, ids) - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("family_name", ["llama_gqa", "gemma2"])
+def test_splash_attention_in_the_model_matches_transformers(family_name, hf_dir):
+    """attention_impl=splash (Pallas interpret mode off a TPU) through the whole model: right padding, and for Gemma-2
+    the per-layer choice between the sliding and the full kernel inside the scan, with soft-capped scores."""
+    path, ref_model = hf_dir(family_name)
+    ids = np.random.default_rng(4).integers(0, 300, size=(2, SEQ))
+    mask = np.ones_like(ids)
+    mask[1, 150:] = 0
+    with torch.no_grad():
+        ref = ref_model(torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    out = _forward(load_pretrained(path, runtime=Runtime(attention_impl="splash")), ids, mask)
+    valid = mask.astype(bool)
+    assert np.abs(out - ref)[valid].max() <= 1e-4

@@ -58,6 +58,10 @@ def test_optional_parameters_follow_the_config():
     assert "model/layers/self_attn/q_proj/bias" in paths["qwen2_bias"]
     assert "model/layers/self_attn/o_proj/bias" not in paths["qwen2_bias"]  # Qwen2: q/k/v biases only
     assert not any(p.endswith("/bias") for p in paths["qwen3"])
+    sandwich = {"model/layers/pre_feedforward_layernorm/weight", "model/layers/post_feedforward_layernorm/weight"}
+    assert sandwich <= paths["gemma2"] and sandwich <= paths["gemma3"] and not sandwich & paths["llama_gqa"]
+    assert norms <= paths["gemma3"] and not norms & paths["gemma2"]
+    assert "lm_head/kernel" not in paths["gemma2"]
     assert "model/layers/self_attn/o_proj/bias" in paths["llama_bias_head_dim"]
     assert "lm_head/kernel" in paths["qwen3"] and "lm_head/kernel" not in paths["qwen3_tied"]
 
@@ -105,11 +109,11 @@ def test_rules_are_exact_path_suffixes():
     assert len(PARAM_RULES) == len({p.path for p in PARAMS}) + 3 * len(LORA_TARGETS)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma2", "gemma3"])
 def test_gguf_names_are_the_gguf_packages(arch):
     """Our GGUF names are the ones the installed gguf package (llama.cpp's own table) gives each architecture."""
     key = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[arch]
     known = {gguf.TENSOR_NAMES[t].replace("{bid}", "{i}") for t in gguf.MODEL_TENSORS[key]}
-    cfg = _config({"llama": "llama_bias_head_dim", "qwen2": "qwen2_bias", "qwen3": "qwen3"}[arch])
+    cfg = _config({"llama": "llama_bias_head_dim", "qwen2": "qwen2_bias"}.get(arch, arch))
     for s in specs_for(cfg):
         assert s.gguf.rsplit(".", 1)[0] in known, s.gguf

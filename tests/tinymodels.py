@@ -24,6 +24,17 @@ FAMILIES = {
     # Qwen3: per-head q/k RMSNorm, no biases, head_dim != hidden / heads (64 / 4); untied like Qwen3-8B, tied like 0.6B
     "qwen3": ("qwen3", dict(num_key_value_heads=2, head_dim=24)),
     "qwen3_tied": ("qwen3", dict(num_key_value_heads=1, head_dim=32, tie_word_embeddings=True)),
+    # Gemma-2: alternating sliding/full layers, soft caps small enough to matter at these logit sizes, a
+    # query_pre_attn_scalar that is not head_dim, tied head, GeGLU, (1 + w) norms and sqrt(hidden) embeddings
+    "gemma2": ("gemma2", dict(num_key_value_heads=2, head_dim=16, sliding_window=40, query_pre_attn_scalar=24,
+                              attn_logit_softcapping=5.0, final_logit_softcapping=10.0)),
+    # Gemma-3: per-layer local/global attention with two RoPE bases (linear scaling on the global one), q/k norms
+    "gemma3": ("gemma3_text", dict(num_key_value_heads=1, head_dim=32, sliding_window=40,
+                                   layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                   rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0,
+                                                                       "rope_theta": 100000.0},
+                                                    "sliding_attention": {"rope_type": "default",
+                                                                          "rope_theta": 1000.0}})),
 }
 
 

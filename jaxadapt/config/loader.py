@@ -1,9 +1,11 @@
 """Run configs: YAML files (with `base:` inheritance) plus `a.b=value` overrides, checked against a dataclass.
 
-Every command (train, run, sweep) describes its settings as a frozen dataclass and calls `load_config`. The
-dataclass is the schema: field types and defaults are read from it, so there is no second list of valid keys to
-keep in sync. All validation happens here, before a device is touched: a typo or a wrong type fails in a second
-with the dotted path, the file it came from and what was expected, not an hour into a run.
+Every command (train, run, sweep) describes its settings as a frozen dataclass and calls `load_config`, on a file or
+on a mapping that came from somewhere else (a recipe's stage config, a sweep file), so a config tree inside another
+file is checked with the same rules and messages as a file of its own. The dataclass is the schema: field types and
+defaults are read from it, so there is no second list of valid keys to keep in sync. All validation happens here,
+before a device is touched: a typo or a wrong type fails in a second with the dotted path, the file it came from and
+what was expected, not an hour into a run.
 
 YAML is read with the YAML 1.2 core schema rather than PyYAML's YAML 1.1 default, because 1.1 has traps that hit
 ML configs: `lr: 3e-4` is a string there (no dot), `lang: no` is False (Norwegian), `010` is 8 and `2024-01-01` a
@@ -12,6 +14,7 @@ date. Here `3e-4` is a float, only true/false are booleans, and there are no tim
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -21,6 +24,7 @@ import posixpath
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -80,18 +84,35 @@ KeyPath = tuple[str | int, ...]  # a position in the config tree: keys and list 
 
 
 # ---------------------------------------------------------------------------------------------- public API
-def load_config(schema: type, path: str | os.PathLike | None = None, overrides: typing.Iterable[str] = ()):
-    """Read `path` (and its bases), apply `overrides` (`a.b.c=value`), validate and build a `schema` instance.
+class Spelled:
+    """Base of a config value that YAML spells as one string but the code reads parsed (`train.trainable:
+    lora+embeddings`): the loader builds it as `cls(text)`, which parses and checks it once, and writes it back as
+    `str(value)`, which must give the text it was built from, so a saved config reads back equal."""
+
+
+def load_config(schema: type, config: str | os.PathLike | Mapping[str, Any] | None = None,
+                overrides: typing.Iterable[str] = (), *, source: str | None = None, base_dir=None):
+    """Read `config` (a YAML file and its bases, or a mapping), apply `overrides` (`a.b.c=value`), validate and
+    build a `schema` instance.
 
     Every problem is a `UserError` naming the dotted key, the file (or 'override') that set it and what was
-    expected. Missing keys take the dataclass defaults.
+    expected; the keys of a mapping are named as coming from `source` (e.g. 'recipe.yaml (stages.cpt.config)').
+    A mapping's `base:` names files to inherit from only when `base_dir` (a dir or a URL) says where they are
+    relative to, as a file's bases are relative to the file; without it `base` is an ordinary key (the
+    `tokenizer extend` stage's own `base`). Missing keys take the dataclass defaults.
     """
-    data: dict[str, Any] = {}
-    origins: dict[KeyPath, str] = {}
-    top = "no config file"
-    if path is not None:
-        top = str(path)
-        data, origins = _load_tree(fs.path(path), ())
+    if isinstance(config, Mapping):
+        top = source or "a mapping"
+        data = copy.deepcopy(dict(config))
+        if base_dir is None:
+            origins = {p: top for p in _key_paths(data, ())}
+        else:
+            data, origins = _inherit(data, top, fs.path(base_dir), ())
+    elif config is not None:
+        top = str(config)
+        data, origins = _load_tree(fs.path(config), ())
+    else:
+        top, data, origins = "no config file", {}, {}
     for item in overrides:
         _apply_override(data, origins, item)
     return _Builder(origins, top).build(schema, data, ())
@@ -123,6 +144,15 @@ def parse_value(text: str, what: str) -> Any:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         raise UserError(f"{what}: invalid YAML value: {_yaml_message(e)}") from None
+
+
+def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
+    """`a.b.c=value` -> (('a', 'b', 'c'), value), the value read as YAML; anything else is a UserError."""
+    dotted, sep, text = item.partition("=")
+    path = tuple(k.strip() for k in dotted.split("."))
+    if not sep or not all(path):
+        raise UserError(f"override {item!r}: expected key.path=value")
+    return path, parse_value(text, f"override {item!r}")
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -164,24 +194,28 @@ def _load_tree(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dic
     if _identity(path) in seen:
         cycle = " -> ".join(str(p) for p in (*chain[seen.index(_identity(path)):], path))
         raise UserError(f"config inheritance cycle: {cycle}")
-    raw = read_yaml(path)
+    return _inherit(read_yaml(path), str(path), path.parent, (*chain, path))
+
+
+def _inherit(raw: dict, origin: str, directory, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dict[KeyPath, str]]:
+    """`raw` (set by `origin`) merged over the files its `base:` names relative to `directory`."""
     bases = raw.pop("base", None)
     if bases is None:
         bases = []
     elif isinstance(bases, str):
         bases = [bases]
     elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
-        raise UserError(f"base: expected a file name or a list of file names, got {_describe(bases)} in {path}")
+        raise UserError(f"base: expected a file name or a list of file names, got {_describe(bases)} in {origin}")
     data: dict[str, Any] = {}
     origins: dict[KeyPath, str] = {}
     for base in bases:
-        base_path = beside(path.parent, base)
+        base_path = beside(directory, base)
         if not base_path.is_file():
-            raise UserError(f"base: {base_path} not found (named in {path})")
-        base_data, base_origins = _load_tree(base_path, (*chain, path))
+            raise UserError(f"base: {base_path} not found (named in {origin})")
+        base_data, base_origins = _load_tree(base_path, chain)
         data = _merge(data, base_data)
         origins.update(base_origins)
-    origins.update({p: str(path) for p in _key_paths(raw, ())})
+    origins.update({p: origin for p in _key_paths(raw, ())})
     return _merge(data, raw), origins
 
 
@@ -220,31 +254,43 @@ def _key_paths(data: dict, prefix: KeyPath):
 def _apply_override(data: dict, origins: dict[KeyPath, str], item: str) -> None:
     """`a.b.c=value`: set (replace, not merge) one key, creating sections on the way; the value is YAML.
 
-    A number steps into a list (`data.sources.0.weight=0.3`); origins record the names only, as `_Builder` does."""
-    dotted, sep, text = item.partition("=")
-    path = tuple(k.strip() for k in dotted.split("."))
-    if not sep or not all(path):
-        raise UserError(f"override {item!r}: expected key.path=value")
-    value = parse_value(text, f"override {item!r}")
+    In a list, a number is an index and any other key the name of an item: `data.sources.0.weight=0.3`, and
+    `data.sources.nl.weight=0.3` or a recipe's `stages.tok.config.vocab_size=300` for the item whose `name` that is.
+    Origins record the mapping keys only, as `_Builder` does."""
+    path, value = parse_override(item)
     node: Any = data
+    keys: list[str] = []
     for n, key in enumerate(path):
         if isinstance(node, list):
-            if not (key.isdigit() and int(key) < len(node)):
-                raise UserError(f"override {item!r}: {'.'.join(path[:n])} is a list of {len(node)}; "
-                                f"{key!r} is not an index into it")
-            key = int(key)
-        elif n < len(path) - 1 and not isinstance(node.get(key), (dict, list)):
-            node[key] = {}
+            key = _item(node, key, item, path[:n])
+        else:
+            keys.append(key)
+            if n < len(path) - 1 and not isinstance(node.get(key), (dict, list)):
+                node[key] = {}
         if n == len(path) - 1:
             node[key] = value
         else:
             node = node[key]
-    keys = tuple(k for k in path if not k.isdigit())
-    for p in [p for p in origins if p[: len(keys)] == keys]:
+    at = tuple(keys)
+    for p in [p for p in origins if p[: len(at)] == at]:
         del origins[p]
-    origins[keys] = "override"
+    origins[at] = "override"
     if isinstance(value, dict):
-        origins.update({p: "override" for p in _key_paths(value, keys)})
+        origins.update({p: "override" for p in _key_paths(value, at)})
+
+
+def _item(items: list, key: str, item: str, where: tuple[str, ...]) -> int:
+    """The position in `items` that an override's `key` names: an index, or an item's `name`."""
+    if key.isdigit() and int(key) < len(items):
+        return int(key)
+    names = [x.get("name") if isinstance(x, dict) else None for x in items]
+    if key in names:
+        return names.index(key)
+    known = [str(x) for x in names if x is not None]
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else (f"names: {', '.join(known)}" if known else "no item has a name")
+    raise UserError(f"override {item!r}: {'.'.join(where)} is a list of {len(items)}; {key!r} is neither an index into "
+                    f"it nor the name of an item ({hint})")
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -276,6 +322,13 @@ class _Builder:
         origin, args = typing.get_origin(tp), typing.get_args(tp)
         if tp is Any:
             return value
+        if isinstance(tp, type) and issubclass(tp, Spelled):
+            if not isinstance(value, str):
+                self.fail(path, f"expected a string ({tp.__name__}), got {_describe(value)}")
+            try:
+                return tp(value)
+            except ValueError as e:
+                self.fail(path, str(e))
         if dataclasses.is_dataclass(tp):
             return self.build_dataclass(tp, value, path)
         if origin in (Union, types.UnionType):
@@ -361,6 +414,8 @@ class _Builder:
 
 # ---------------------------------------------------------------------------------------------- small helpers
 def _plain(x: Any) -> Any:
+    if isinstance(x, Spelled):
+        return str(x)
     if dataclasses.is_dataclass(x) and not isinstance(x, type):
         return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
     if isinstance(x, dict):

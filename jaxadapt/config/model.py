@@ -8,6 +8,7 @@ exactly (an unknown rope type, per-layer sliding windows) is rejected here, befo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,14 +17,37 @@ import numpy as np
 
 from jaxadapt.errors import UserError
 
+log = logging.getLogger(__name__)
+
 # model_type -> the HF architecture class name written into config.json on export.
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
+    "gemma2": "Gemma2ForCausalLM",
+    "gemma3_text": "Gemma3ForCausalLM",
 }
-QK_NORM_FAMILIES = ("qwen3",)  # RMSNorm over each head of q and k, before RoPE
+QK_NORM_FAMILIES = ("qwen3", "gemma3_text")  # RMSNorm over each head of q and k, before RoPE
+# Gemma: RMSNorm scales by (1 + w), norms before and after attention and the MLP, embeddings times sqrt(hidden).
+GEMMA_FAMILIES = ("gemma2", "gemma3_text")
+ACTIVATIONS = ("silu", "gelu_pytorch_tanh")  # SwiGLU (Llama, Qwen) and GeGLU with tanh-approximated GELU (Gemma)
+LAYER_TYPES = ("full_attention", "sliding_attention")
+# HF config defaults of the Gemma families (Gemma2Config, Gemma3TextConfig): their config.json files, the multimodal
+# Gemma-3's text_config above all, leave out whatever equals these.
+GEMMA_DEFAULTS = {
+    "gemma2": dict(vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                   num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=8192,
+                   rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+                   query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=30.0,
+                   attn_logit_softcapping=50.0, rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh"),
+    "gemma3_text": dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
+                        num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072,
+                        rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True,
+                        query_pre_attn_scalar=256, sliding_window=4096, final_logit_softcapping=None,
+                        attn_logit_softcapping=None, rope_theta=1_000_000.0, rope_local_base_freq=10000.0,
+                        sliding_window_pattern=6, hidden_activation="gelu_pytorch_tanh"),
+}
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -58,7 +82,13 @@ class ModelConfig:
     attention_bias: bool = False  # q/k/v biases (Qwen2 always; Llama and Qwen3 optional)
     o_proj_bias: bool = False  # Llama's and Qwen3's attention_bias also add an o_proj bias; Qwen2's does not
     mlp_bias: bool = False
-    sliding_window: int | None = None  # every layer attends to at most this many keys (itself included)
+    sliding_window: int | None = None  # a sliding layer attends to at most this many keys (itself included)
+    # One of LAYER_TYPES per layer where layers differ (Gemma); () means every layer slides iff sliding_window is set.
+    layer_types: tuple[str, ...] = ()
+    rope_local_theta: float | None = None  # Gemma-3: the RoPE base of sliding layers (rope_scaling is the full ones')
+    query_pre_attn_scalar: float | None = None  # Gemma: attention scores scale by this ** -0.5, not head_dim ** -0.5
+    attn_logit_softcapping: float | None = None  # Gemma-2: scores -> cap * tanh(scores / cap) before the mask
+    final_logit_softcapping: float | None = None  # Gemma-2: the same on the output logits
     hidden_act: str = "silu"
     initializer_range: float = 0.02
     bos_token_id: int | None = None
@@ -72,8 +102,16 @@ class ModelConfig:
             raise ConfigError(
                 f"model_type={self.model_type!r} is not supported; expected one of {sorted(ARCHITECTURES)}"
             )
-        if self.hidden_act != "silu":
-            raise ConfigError(f"hidden_act={self.hidden_act!r} is not supported; expected 'silu'")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"hidden_act={self.hidden_act!r} is not supported; expected one of {ACTIVATIONS}")
+        if self.layer_types and len(self.layer_types) != self.num_hidden_layers:
+            raise ConfigError(f"layer_types has {len(self.layer_types)} entries; expected one per layer "
+                              f"(num_hidden_layers={self.num_hidden_layers})")
+        if set(self.layer_types) - set(LAYER_TYPES):
+            raise ConfigError(f"layer_types holds {sorted(set(self.layer_types) - set(LAYER_TYPES))}; expected "
+                              f"{LAYER_TYPES}")
+        if "sliding_attention" in self.layer_types and self.sliding_window is None:
+            raise ConfigError("layer_types has sliding_attention layers but sliding_window is not set")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_attention_heads={self.num_attention_heads} is not a multiple of "
@@ -93,6 +131,22 @@ class ModelConfig:
         return self.model_type in QK_NORM_FAMILIES
 
     @property
+    def gemma(self) -> bool:
+        """(1 + w) RMSNorms, post-attention and pre/post-feedforward norms, embeddings scaled by sqrt(hidden)."""
+        return self.model_type in GEMMA_FAMILIES
+
+    @property
+    def sliding_layers(self) -> tuple[bool, ...]:
+        """Whether each layer attends through the sliding window (the others attend to every earlier key)."""
+        if self.layer_types:
+            return tuple(t == "sliding_attention" for t in self.layer_types)
+        return (self.sliding_window is not None,) * self.num_hidden_layers
+
+    @property
+    def attention_scale(self) -> float:
+        return (self.query_pre_attn_scalar or self.head_dim) ** -0.5
+
+    @property
     def q_dim(self) -> int:
         return self.num_attention_heads * self.head_dim
 
@@ -103,11 +157,14 @@ class ModelConfig:
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
-    def inv_freq(self) -> np.ndarray:
-        """RoPE inverse frequencies (float32, length head_dim/2), following HF's rope_type semantics."""
+    def inv_freq(self, sliding: bool = False) -> np.ndarray:
+        """RoPE inverse frequencies (float32, length head_dim/2), following HF's rope_type semantics. `sliding`:
+        those of the sliding layers, which differ where rope_local_theta is set (Gemma-3: plain RoPE on its base)."""
         dim = self.head_dim
-        inv = 1.0 / (self.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
-        rope = self.rope_dict
+        local = sliding and self.rope_local_theta is not None
+        theta = self.rope_local_theta if local else self.rope_theta
+        inv = 1.0 / (theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+        rope = {} if local else self.rope_dict
         kind = rope.get("rope_type", "default")
         if kind == "linear":
             inv = inv / rope["factor"]
@@ -126,11 +183,15 @@ class ModelConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any], source: str = "config.json") -> "ModelConfig":
         """Build from an HF config dict. `source` names the file in error messages."""
+        if hf.get("model_type") == "gemma3":
+            hf = _gemma3_text_tower(hf, source)
         model_type = hf.get("model_type")
         if model_type not in ARCHITECTURES:
             raise ConfigError(
                 f"{source}: model_type={model_type!r} is not supported; expected one of {sorted(ARCHITECTURES)}"
             )
+        if model_type in GEMMA_FAMILIES:
+            hf = _gemma_config(hf, source)
         for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             if key not in hf:
                 raise ConfigError(f"{source}: required key {key!r} is missing")
@@ -145,10 +206,12 @@ class ModelConfig:
         if rope.get("rope_type", "default") == "default":
             rope = {}
 
-        sliding = _sliding_window(hf, source)
+        sliding, layer_types = _attention_layers(hf, source)
         known = {f.name for f in dataclasses.fields(cls)} | {
             "rope_parameters", "rope_scaling", "architectures", "use_sliding_window", "max_window_layers",
             "layer_types", "transformers_version", "pretraining_tp", "use_cache", "attention_dropout",
+            "hidden_activation", "rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern",
+            "use_bidirectional_attention",
         }
         extra = tuple(sorted((k, v) for k, v in hf.items() if k not in known and _jsonable(v)))
         bias = bool(hf.get("attention_bias", model_type == "qwen2"))
@@ -173,7 +236,12 @@ class ModelConfig:
                 o_proj_bias=bias if model_type in ("llama", "qwen3") else False,
                 mlp_bias=bool(hf.get("mlp_bias", False)),
                 sliding_window=sliding,
-                hidden_act=hf.get("hidden_act", "silu"),
+                layer_types=layer_types,
+                rope_local_theta=hf.get("rope_local_theta"),
+                query_pre_attn_scalar=hf.get("query_pre_attn_scalar"),
+                attn_logit_softcapping=hf.get("attn_logit_softcapping"),
+                final_logit_softcapping=hf.get("final_logit_softcapping"),
+                hidden_act=hf.get("hidden_activation") or hf.get("hidden_act", "silu"),
                 initializer_range=float(hf.get("initializer_range", 0.02)),
                 bos_token_id=hf.get("bos_token_id"),
                 eos_token_id=hf.get("eos_token_id"),
@@ -212,6 +280,17 @@ class ModelConfig:
             out["sliding_window"] = self.sliding_window
         if self.model_type == "qwen3":
             out["attention_bias"] = self.attention_bias
+        if self.gemma:
+            del out["hidden_act"]  # Gemma's configs name it hidden_activation
+            out.update(hidden_activation=self.hidden_act, attention_bias=self.attention_bias,
+                       query_pre_attn_scalar=self.query_pre_attn_scalar, sliding_window=self.sliding_window,
+                       layer_types=list(self.layer_types), attn_logit_softcapping=self.attn_logit_softcapping,
+                       final_logit_softcapping=self.final_logit_softcapping)
+        if self.model_type == "gemma3_text":
+            out["rope_parameters"] = {
+                "full_attention": out["rope_parameters"],
+                "sliding_attention": {"rope_type": "default", "rope_theta": self.rope_local_theta or self.rope_theta},
+            }
         if self.model_type == "qwen2" and self.head_dim == self.hidden_size // self.num_attention_heads:
             del out["head_dim"]  # Qwen2Config derives it; writing it would differ from HF's own export
         if self.model_type in ("qwen2", "qwen3"):
@@ -227,29 +306,70 @@ class ModelConfig:
         return out
 
 
-def _sliding_window(hf: dict[str, Any], source: str) -> int | None:
-    """The one window every layer uses, or None. Mixed full/sliding layers are rejected (layers are scanned)."""
+def _gemma3_text_tower(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """The text tower's config of a multimodal Gemma-3 (Gemma3ForConditionalGeneration): its text_config, with the
+    special token ids, which such configs keep at the top level."""
+    text = hf.get("text_config")
+    if not isinstance(text, dict):
+        raise ConfigError(f"{source}: model_type='gemma3' (multimodal) without a text_config")
+    log.warning("%s: a multimodal Gemma-3; jaxadapt loads its text tower (language_model) and ignores the vision "
+                "tower, and exports a text-only Gemma3ForCausalLM", source)
+    tokens = {k: hf[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in hf}
+    return {**tokens, **text, "model_type": "gemma3_text"}
+
+
+def _gemma_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """A Gemma config with HF's class defaults filled in, the per-layer attention kinds spelled out (HF derives them
+    from a pattern when absent) and Gemma-3's per-kind RoPE parameters flattened into rope_parameters (the full
+    layers') and rope_local_theta (the sliding ones')."""
+    mt = hf["model_type"]
+    if hf.get("use_bidirectional_attention"):
+        raise ConfigError(f"{source}: use_bidirectional_attention=true (an encoder variant) is not supported")
+    out = {**GEMMA_DEFAULTS[mt], **{k: v for k, v in hf.items() if v is not None or k.endswith("softcapping")}}
+    if not out.get("layer_types"):
+        every = 2 if mt == "gemma2" else int(out["sliding_window_pattern"])
+        out["layer_types"] = ["sliding_attention" if (i + 1) % every else "full_attention"
+                              for i in range(out["num_hidden_layers"])]
+    if mt == "gemma3_text":
+        rope = dict(out.get("rope_parameters") or {})
+        if "full_attention" in rope or "sliding_attention" in rope:
+            local = dict(rope.get("sliding_attention") or {})
+            if local.get("rope_type", "default") != "default":
+                raise ConfigError(f"{source}: rope_parameters.sliding_attention.rope_type={local['rope_type']!r} is "
+                                  "not supported; expected 'default'")
+            out["rope_parameters"] = dict(rope.get("full_attention") or {})
+            out["rope_local_theta"] = float(local.get("rope_theta", out["rope_local_base_freq"]))
+        else:
+            out["rope_local_theta"] = float(out["rope_local_base_freq"])
+    return out
+
+
+def _attention_layers(hf: dict[str, Any], source: str) -> tuple[int | None, tuple[str, ...]]:
+    """(sliding window, per-layer kinds or () when all layers are alike). Gemma mixes full and sliding layers by
+    design; Qwen2/Qwen3 configs whose layers would mix are rejected (not tested against transformers)."""
     window = hf.get("sliding_window")
     mt = hf["model_type"]
+    if mt in GEMMA_FAMILIES:
+        return int(window), tuple(hf["layer_types"])
     if mt == "llama" or window is None:
-        return None
+        return None, ()
     if mt == "mistral":
-        return int(window)
+        return int(window), ()
     # qwen2, qwen3: a window only where use_sliding_window is set, and then per layer_types / max_window_layers.
     layer_types = hf.get("layer_types")
     if layer_types is None:
         if not hf.get("use_sliding_window", False):
-            return None
+            return None, ()
         n, first_full = hf["num_hidden_layers"], hf.get("max_window_layers", hf["num_hidden_layers"])
         layer_types = ["full_attention" if i < first_full else "sliding_attention" for i in range(n)]
     kinds = set(layer_types)
     if kinds == {"full_attention"}:
-        return None
+        return None, ()
     if kinds == {"sliding_attention"}:
-        return int(window)
+        return int(window), ()
     raise ConfigError(
-        f"{source}: layer_types mixes full and sliding attention ({sorted(kinds)}); jaxadapt scans identical "
-        "layers and supports one attention kind for all layers"
+        f"{source}: layer_types mixes full and sliding attention ({sorted(kinds)}); jaxadapt supports that for "
+        "Gemma only"
     )
 
 

@@ -1,8 +1,9 @@
 """Named model architectures (`llama3-8b`, `smollm2-135m`, ...) so a run can be planned without a checkpoint.
 
-Each preset is a copy of the published HF config.json fields in `configs/models/<name>.yaml`, read through
-`ModelConfig.from_hf`, so a preset and the real checkpoint's config.json describe the same model. Shapes,
-memory and sharding plans can then be worked out (`abstract_model`) before downloading tens of gigabytes.
+Each preset is a copy of the published HF config.json fields in `configs/models/<name>.yaml` (package data: see
+config/shipped.py), read through `ModelConfig.from_hf`, so a preset and the real checkpoint's config.json describe
+the same model. Shapes, memory and sharding plans can then be worked out (`abstract_model`) before downloading tens
+of gigabytes.
 """
 
 from __future__ import annotations
@@ -13,18 +14,16 @@ from pathlib import Path
 
 from jaxadapt.config.loader import read_yaml
 from jaxadapt.config.model import ModelConfig
+from jaxadapt.config.shipped import PRESETS_DIR, shipped_names
 from jaxadapt.errors import UserError, first_line
 from jaxadapt import fs
 
-# configs/ sits at the repository root next to the package; an editable install imports the package from the
-# checkout, so this finds it. A wheel does not ship configs/.
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "configs" / "models"
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def list_presets() -> list[str]:
     """The preset names, sorted."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    return shipped_names(PRESETS_DIR)
 
 
 def model_preset(name_or_path: str | os.PathLike) -> ModelConfig:
@@ -38,7 +37,7 @@ def model_preset(name_or_path: str | os.PathLike) -> ModelConfig:
     elif path.suffix not in _SUFFIXES and not path.is_file():  # a name; note `llama3.1-8b` has suffix `.1-8b`
         if not PRESETS_DIR.is_dir():
             raise UserError(f"model preset {str(name_or_path)!r}: the presets directory {PRESETS_DIR} is missing "
-                            "(presets ship with the source checkout; install it with `pip install -e .`)")
+                            "(presets ship inside the package: a broken install; reinstall jaxadapt)")
         path = PRESETS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise UserError(f"unknown model preset {str(name_or_path)!r}; valid presets: {', '.join(list_presets())} "

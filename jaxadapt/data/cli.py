@@ -1,24 +1,26 @@
-"""`jaxadapt data ...`: fetch real corpora and measure them."""
+"""`jaxadapt data ...`: fetch real corpora and measure them. Each command is a typed function (options as
+`Annotated` types, plain defaults), so a recipe stage (`data_split`, `data_parallel`) calls it as the CLI does."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
 from jaxadapt.errors import UserError
-from jaxadapt.options import OVERWRITE
+from jaxadapt.options import Overwrite
 
 data_app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corpora: fetch real text, count it.")
 
 
 @data_app.command()
 def fetch(
-    what: str = typer.Argument(..., help="Where the text comes from: 'debian' (documentation packages)."),
-    lang: str = typer.Option(..., help="Training text: nl, en, de or ru (LibreOffice help; Russian also man pages "
-                                       "and fortunes). Evaluation text of other domains: nl-eval, en-eval, de-eval, "
-                                       "ru-eval (Debian FAQ, man pages, New Maintainers' Guide)."),
-    out: str = typer.Option(..., help="Directory to write debian-LANG.jsonl into (a path or a gs:// URL)."),
+    what: Annotated[str, typer.Argument(help="Where the text comes from: 'debian' (documentation packages).")],
+    lang: Annotated[str, typer.Option(help="Training text: nl, en, de or ru (LibreOffice help; Russian also man "
+                                           "pages and fortunes). Evaluation text of other domains: nl-eval, "
+                                           "en-eval, de-eval, ru-eval (Debian FAQ, man pages, New Maintainers' "
+                                           "Guide).")],
+    out: Annotated[str, typer.Option(help="Directory to write debian-LANG.jsonl into (a path or a gs:// URL).")],
 ):
     """Download real prose and write it as a JSONL corpus (text, source)."""
     if what != "debian":
@@ -45,14 +47,16 @@ def fetch(
 
 @data_app.command()
 def split(
-    src: str = typer.Argument(..., help="A JSONL/text/parquet file or dir, or debian:LANG (the cached Debian corpus)."),
-    out: str = typer.Option(..., help="Directory to write train.jsonl, heldout.jsonl and split.json into (a path "
-                                      "or a gs:// URL)."),
-    heldout_fraction: float = typer.Option(0.03, help="Share of documents held out, by the trainer's document hash "
-                                                      "(the same split as data.validation_fraction)."),
-    max_heldout: int = typer.Option(0, help="Keep at most this many held-out documents (0: all); the rest of the "
-                                            "split is dropped, not trained on."),
-    overwrite: bool = OVERWRITE,
+    src: Annotated[str, typer.Argument(
+        help="A JSONL/text/parquet file or dir, or debian:LANG (the cached Debian corpus).")],
+    out: Annotated[str, typer.Option(
+        help="Directory to write train.jsonl, heldout.jsonl and split.json into (a path or a gs:// URL).")],
+    heldout_fraction: Annotated[float, typer.Option(help="Share of documents held out, by the trainer's document "
+                                                         "hash (the same split as "
+                                                         "data.validation_fraction).")] = 0.03,
+    max_heldout: Annotated[int, typer.Option(help="Keep at most this many held-out documents (0: all); the rest of "
+                                                  "the split is dropped, not trained on.")] = 0,
+    overwrite: Overwrite = False,
 ):
     """Split a corpus into training and held-out documents (for tokenizers, training and evaluation)."""
     from jaxadapt.data.split import split_corpus
@@ -65,11 +69,12 @@ def split(
 
 @data_app.command()
 def stats(
-    paths: list[str] = typer.Argument(..., help="Files, directories or globs; each is reported as one source."),
-    tokenizer: str | None = typer.Option(None, help="Tokenizer or model dir, tokenizer.json, hub id, or 'smollm2'."),
-    text_field: str = typer.Option("text", help="Field of a JSONL/Parquet/HF record that holds the text."),
-    format: str = typer.Option("auto", help="auto, text, jsonl, parquet or hf."),
-    doc_split: str = typer.Option("file", help="Plain text: a document per file, blank_line block or line."),
+    paths: Annotated[list[str], typer.Argument(help="Files, directories or globs; each is reported as one source.")],
+    tokenizer: Annotated[Optional[str], typer.Option(help="Tokenizer or model dir, tokenizer.json, hub id, or "
+                                                          "'smollm2'.")] = None,
+    text_field: Annotated[str, typer.Option(help="Field of a JSONL/Parquet/HF record that holds the text.")] = "text",
+    format: Annotated[str, typer.Option(help="auto, text, jsonl, parquet or hf.")] = "auto",
+    doc_split: Annotated[str, typer.Option(help="Plain text: a document per file, blank_line block or line.")] = "file",
 ):
     """Print documents, bytes, words and tokens per source."""
     from jaxadapt.data.config import SourceConfig
@@ -107,3 +112,32 @@ def _tokenizer(spec: str) -> Any:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load a tokenizer from {path}: {e}") from None
+
+
+@data_app.command()
+def parallel(
+    what: Annotated[str, typer.Argument(help="Where the text comes from: 'debian' (LibreOffice help, the same pages "
+                                             "in several languages).")],
+    langs: Annotated[str, typer.Option(help="SOURCE,TARGET: two of en, nl, de, ru (e.g. en,nl: the old model's "
+                                            "language first).")],
+    out: Annotated[str, typer.Option(help="Directory to write debian-SRC-TGT.SRC.jsonl, debian-SRC-TGT.TGT.jsonl "
+                                          "(line-aligned) and debian-SRC-TGT.json (counts, validation) into (a path "
+                                          "or a gs:// URL).")],
+    overwrite: Overwrite = False,
+):
+    """Sentence-aligned parallel text: pages paired by path, paragraphs and sentences aligned."""
+    if what != "debian":
+        raise UserError(f"data parallel: unknown corpus {what!r}; available: debian")
+    pair = [x.strip() for x in langs.split(",")]
+    if len(pair) != 2 or not all(pair):
+        raise UserError(f"--langs {langs!r}: expected two languages, SOURCE,TARGET (e.g. en,nl)")
+    from jaxadapt.data.parallel import write_parallel
+    from jaxadapt.io.atomic import check_output
+
+    check_output(out, [], overwrite)
+    path, stats = write_parallel(pair[0], pair[1], out)
+    pages = stats["pages"]
+    typer.echo(f"{pages['kept']} of {pages['paired_by_path']} page pairs aligned ({len(pages['dropped'])} dropped: "
+               f"paragraphs reordered or rewritten), {stats['segments']} segments, "
+               f"{stats['sentence_segments']} of them sentences cut from paragraphs")
+    typer.echo(f"wrote {path}")

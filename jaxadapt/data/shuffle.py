@@ -1,8 +1,8 @@
 """Seeded window shuffle of a stream, checkpointed as (state at window start, window number, position).
 
-grain has the same transform, but its per-element index shuffle costs ~5 ms for windows of a few elements and
-~35 us at 1,000; a numpy permutation per window costs next to nothing at any size. A window also ends where the
-`key` of the elements changes (the epoch), so a corpus smaller than the window never shows a document twice in
+grain has the same transform, but its per-element index shuffle is slow, the more so the smaller the window
+(README, Performance); a numpy permutation per window costs next to nothing at any size. A window also ends where
+the `key` of the elements changes (the epoch), so a corpus smaller than the window never shows a document twice in
 one window.
 """
 

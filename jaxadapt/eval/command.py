@@ -1,5 +1,7 @@
 """`jaxadapt eval`: score every corpus and --mc task with a model (and, with --base, with its base model too), compare
-the two per role-tagged corpus (eval/retention.py), optionally generate, print tables, optionally save JSON."""
+the two per role-tagged corpus (eval/retention.py), optionally generate, print tables, optionally save JSON.
+
+`eval_cmd` is the command as a typed function: the CLI mounts it, a recipe's `eval` stage calls it."""
 
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ import re
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
 
 from jaxadapt import fs
 from jaxadapt.errors import UserError
 from jaxadapt.eval.retention import DEFAULT_THRESHOLD, ROLES
+from jaxadapt.io.atomic import check_file_output
+from jaxadapt.options import MeshSpec, ModelDtype
 
 _NAME = r"[\w.-]+"
 _SPEC = re.compile(rf"({_NAME})=(.+)")
@@ -251,3 +258,70 @@ def write_json(res: dict, out: str | Path) -> None:
     with fs.atomic_file(out) as fh:
         json.dump(res, fh, indent=2)
         fh.write("\n")
+
+
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="An HF dir, a hub id, 'smollm2', a .gguf, or a run dir / checkpoint "
+                                              "dir.")],
+    bpb: Annotated[Optional[list[str]], typer.Option(
+        "--bpb", help="NAME=PATH: a corpus (file or dir, as data sources read them, or debian:LANG such as "
+                      "debian:nl-eval) to score in bits per byte; repeatable.")] = None,
+    target: Annotated[Optional[list[str]], typer.Option(
+        "--target", help="NAME=PATH: a corpus of the language the model was adapted to; repeatable.")] = None,
+    source: Annotated[Optional[list[str]], typer.Option(
+        "--source", help="NAME=PATH: a corpus of the language the model knew before; repeatable.")] = None,
+    other: Annotated[Optional[list[str]], typer.Option(
+        "--other", help="NAME=PATH: a corpus of a language neither training touched; repeatable.")] = None,
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="Score the same corpora with this base model too (its own tokenizer) and compare per "
+                       "--target/--source/--other corpus; or the --json of an earlier eval of the base on the same "
+                       "corpora (scored once, reused).")] = None,
+    threshold: Annotated[float, typer.Option(
+        help="With --base: a corpus whose bpb is worse than the base's by more than this many percent is flagged "
+             "REGRESSED.")] = DEFAULT_THRESHOLD,
+    max_bytes: Annotated[int, typer.Option(
+        help="Score at most this many UTF-8 bytes per corpus, documents in file order, the last one cut (0: "
+             "all).")] = 0,
+    mc: Annotated[Optional[list[str]], typer.Option(
+        "--mc", help="A multiple-choice task JSONL (context, choices, label); repeatable.")] = None,
+    generate: Annotated[Optional[str], typer.Option(
+        "--generate", help="PROMPTS.jsonl ('prompt' field) or one prompt a line: greedy replies, their "
+                           "code-switching rate and %Gen; needs --lang.")] = None,
+    lang: Annotated[Optional[str], typer.Option(
+        help="The language the --generate replies should be in (nl, ru, ...).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="At most this many new tokens per --generate reply.")] = 64,
+    json_out: Annotated[Optional[str], typer.Option(
+        "--json", help="Also write the results to this JSON file (a path or a gs:// URL).")] = None,
+    seq_len: Annotated[int, typer.Option(
+        help="Window length in tokens (the context of bpb, the truncation of MC).")] = 1024,
+    stride: Annotated[Optional[int], typer.Option(
+        help="Window stride for bpb (default: --seq-len, disjoint windows).")] = None,
+    batch_size: Annotated[int, typer.Option(
+        help="Rows per forward pass (rounded up to a multiple of the data shards).")] = 8,
+    fewshot: Annotated[int, typer.Option(help="Examples (other items of the task) in front of each MC context.")] = 0,
+    max_docs: Annotated[int, typer.Option(help="Score at most this many documents per corpus (0: all).")] = 0,
+    logits_chunk: Annotated[Optional[int], typer.Option(
+        help="Positions per LM-head pass: 0 = all at once, else a power of two (default: what keeps a device's "
+             "float32 logits under 1 GiB).")] = None,
+    attention_chunk: Annotated[Optional[int], typer.Option(
+        help="Queries per attention pass: 0 = all at once, else a power of two (default: what keeps a device's "
+             "float32 scores of one layer under 1 GiB).")] = None,
+    mesh: MeshSpec = None,
+    dtype: ModelDtype = None,
+):
+    """Bits per byte and perplexity per corpus (sliding windows), accuracy on multiple-choice tasks; with --base,
+    the same against the base model and a retention table."""
+    if generate is not None and lang is None:
+        raise UserError(f"--generate {generate}: needs --lang LANG, the language the replies should be in")
+    if lang is not None and generate is None:
+        raise UserError(f"--lang {lang}: only used with --generate PROMPTS")
+    if json_out is not None:
+        check_file_output(json_out, "--json")
+    res = run_eval(model, bpb or [], mc or [], seq_len, stride, batch_size, fewshot, max_docs, logits_chunk,
+                   attention_chunk, roles=parse_roles(target or [], source or [], other or []), base=base,
+                   max_bytes=max_bytes, threshold=threshold,
+                   generation=GenerationEval(generate, lang, max_new_tokens) if generate else None, mesh=mesh,
+                   dtype=dtype)
+    typer.echo(format_results(res))
+    if json_out is not None:
+        write_json(res, json_out)

@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from jaxadapt.errors import UserError
 from jaxadapt.model import attention_chunking
-from jaxadapt.sharding import per_device
+from jaxadapt.sharding import LOGICAL_TO_MESH, logical_size, per_device
 from jaxadapt.train.chunking import auto_attention_chunk, auto_logits_chunk
-from jaxadapt.train.loss import target_logprobs
+from jaxadapt.train.loss import scored_logprobs
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray]  # input ids, targets, score mask (bool)
 
@@ -54,9 +54,9 @@ class Scorer:
         check_chunk(logits_chunk, "logits_chunk")
         check_chunk(attention_chunk, "attention_chunk")
         graphdef, self.state = nnx.split(model)
-        shards = mesh.shape["data"] * mesh.shape["fsdp"]
+        shards = logical_size(mesh, "batch")
         self.batch_size = -(-max(batch_size, 1) // shards) * shards  # the batch axis must divide over the shards
-        self.sharding = NamedSharding(mesh, P(("data", "fsdp")))
+        self.sharding = NamedSharding(mesh, P(LOGICAL_TO_MESH["batch"]))
         self.chunks, self.vocab = (logits_chunk, attention_chunk), model.config.vocab_size
         self.rows = self.batch_size // shards
         self.heads = per_device(model.config.num_attention_heads, mesh, "heads")
@@ -68,8 +68,7 @@ class Scorer:
             batch = {"input_ids": ids, "targets": targets, "segment_ids": segments,
                      "positions": jnp.broadcast_to(jnp.arange(ids.shape[1]), ids.shape)}
             with attention_chunking(chunks[1]):
-                logp, _ = target_logprobs(nnx.merge(graphdef, state), batch, chunk=chunks[0])
-            return jnp.where(scored, logp, 0.0).sum(-1)  # where, not *: padded rows may hold NaN
+                return scored_logprobs(nnx.merge(graphdef, state), batch, scored, chunk=chunks[0])
 
         self._score = score
 

@@ -25,14 +25,20 @@ from jaxadapt.config import ModelConfig
 from jaxadapt.config.model import check_dtype
 from jaxadapt.io.hf import hf_shapes, hf_specs, write_hf_dir
 from jaxadapt.io.safetensors import CheckpointError
-from jaxadapt.params import PARAMS, ParamSpec, specs_for
+from jaxadapt.params import ParamSpec, specs_for
 
 log = logging.getLogger(__name__)
 
 # Bump when the output of convert_gguf changes: caches of converted GGUFs (assets, predict) are keyed by it.
 CONVERTER_VERSION = 1
 # general.architecture values we import (same names as HF model_type); tensor names come from jaxadapt.params.
-ARCHITECTURES = ("llama", "qwen2", "qwen3")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
+MODEL_TYPES = {"gemma3": "gemma3_text"}  # general.architecture -> HF model_type, where they differ
+# llama.cpp's converter stores Gemma's zero-centred RMSNorm weights w as 1 + w (transformers subtracts 1 again).
+SHIFTED_NORMS = ("gemma2", "gemma3_text")
+# Sizes llama.cpp recognises by depth (the 27B models, 46 and 62 layers): their attention scale is
+# (hidden / heads) ** -0.5 (query_pre_attn_scalar = hidden / heads), where the other sizes use head_dim ** -0.5.
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 # Architectures whose q/k rows llama.cpp's converter reorders for ggml's RoPE (see unpermute_rope_rows); the others
 # (Qwen's) run NeoX-style RoPE in llama.cpp and keep HF's order.
 PERMUTED_ROPE = ("llama",)
@@ -81,6 +87,8 @@ def convert_gguf(gguf_path, out_dir, dtype: str = "float32") -> Path:
         w = _dequantize(path, by_hf[hf_name])
         if hf_name in rope_heads:
             w = unpermute_rope_rows(w, rope_heads[hf_name])
+        if cfg.model_type in SHIFTED_NORMS and hf_name.endswith("norm.weight"):
+            w = w - 1.0
         return w.astype(np_dtype)
 
     return write_hf_dir(out_dir, cfg, hf_specs(cfg, np_dtype), produce, dtype=str(np_dtype), tokenizer=tokenizer)
@@ -154,7 +162,7 @@ def hf_config(meta: dict, tensors: dict, path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: {arch}.rope.dimension_count={rot} differs from head_dim={head_dim} "
                               "(partial rotary embeddings are not supported)")
     hf = {
-        "model_type": arch,
+        "model_type": MODEL_TYPES.get(arch, arch),
         "vocab_size": int(tensors["token_embd.weight"].shape[1]),
         "hidden_size": hidden,
         "intermediate_size": int(_get(meta, f"{arch}.feed_forward_length", path)),
@@ -171,6 +179,8 @@ def hf_config(meta: dict, tensors: dict, path: Path) -> dict[str, Any]:
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.get("tokenizer.ggml.padding_token_id"),
     }
+    if arch in GEMMA_27B_LAYERS:
+        hf.update(_gemma_metadata(meta, arch, hf))
     scaling = meta.get(f"{arch}.rope.scaling.type", "none")
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": _f32(_get(meta, f"{arch}.rope.scaling.factor", path))}
@@ -180,10 +190,29 @@ def hf_config(meta: dict, tensors: dict, path: Path) -> dict[str, Any]:
     return hf
 
 
+def _gemma_metadata(meta: dict, arch: str, hf: dict) -> dict[str, Any]:
+    """The Gemma config keys a GGUF implies: what llama.cpp stores (window, soft caps) and what it derives from the
+    architecture and size instead of storing (attention scale, layer pattern, Gemma-3's local RoPE base)."""
+    layers, big = hf["num_hidden_layers"], hf["num_hidden_layers"] == GEMMA_27B_LAYERS[arch]
+    out: dict[str, Any] = {
+        "query_pre_attn_scalar": hf["hidden_size"] // hf["num_attention_heads"] if big else hf["head_dim"],
+        "sliding_window": int(meta.get(f"{arch}.attention.sliding_window", 4096)),
+        "attn_logit_softcapping": meta.get(f"{arch}.attn_logit_softcapping"),
+        "final_logit_softcapping": meta.get(f"{arch}.final_logit_softcapping"),
+    }
+    pattern = meta.get(f"{arch}.attention.sliding_window_pattern", 2 if arch == "gemma2" else 6)
+    sliding = ([bool(p) for p in pattern] if isinstance(pattern, list)  # per layer, true = sliding (newer writers)
+               else [bool((i + 1) % int(pattern)) for i in range(layers)])  # every pattern-th layer is full
+    out["layer_types"] = ["sliding_attention" if s else "full_attention" for s in sliding]
+    if arch == "gemma3":
+        out["rope_local_base_freq"] = 10000.0
+    return {k: _f32(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def hf_tensor_names(cfg: ModelConfig, tensors: dict, path: Path) -> dict[str, tuple[str, ParamSpec]]:
     """GGUF tensor name -> (HF name, its spec), checked against the tensors and shapes the config implies."""
     _check_gguf_knows(cfg, path)
-    templates = {s.gguf: s for s in PARAMS if s.gguf is not None}
+    templates = {s.gguf: s for s in specs_for(cfg) if s.gguf is not None}
     out = {}
     for name in tensors:
         m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
@@ -210,7 +239,8 @@ def _check_gguf_knows(cfg: ModelConfig, path: Path) -> None:
     older package that predates the architecture (or renamed a tensor) is a clear error, not a missing tensor."""
     import gguf
 
-    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}.get(cfg.model_type)
+    gguf_name = {v: k for k, v in MODEL_TYPES.items()}.get(cfg.model_type, cfg.model_type)
+    arch = {name: key for key, name in gguf.MODEL_ARCH_NAMES.items()}.get(gguf_name)
     version = _gguf_version()
     if arch is None:
         raise CheckpointError(f"{path}: the installed gguf package ({version}) does not know the architecture "

@@ -44,6 +44,10 @@ TOKENIZER_FILES = (
 )
 # Tensors some HF checkpoints carry that are derived, not learned.
 IGNORED_TENSORS = re.compile(r"rotary_emb\.inv_freq$")
+# A multimodal Gemma-3 (Gemma3ForConditionalGeneration) holds its text tower under one of these prefixes (older and
+# newer transformers), beside the vision tower and projector that jaxadapt leaves out.
+TEXT_TOWER = re.compile(r"^(language_model\.model\.|model\.language_model\.|language_model\.(?=lm_head\.))")
+VISION_TENSORS = re.compile(r"^(model\.)?(vision_tower|multi_modal_projector)\.")
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -171,7 +175,7 @@ def open_tensors(model_dir: Path, cfg: ModelConfig) -> dict[str, SafetensorsFile
     """The checkpoint's tensors (name -> file), checked against what `cfg` needs: no unexpected or missing tensor,
     every shape as config.json implies. Derived tensors (rotary inv_freq) and a tied model's stored head are
     tolerated and never read."""
-    tensors = open_checkpoint(model_dir)
+    tensors = _text_tower(open_checkpoint(model_dir))
     layout = hf_layout(cfg)
     unexpected = sorted(n for n in tensors if n not in layout and not IGNORED_TENSORS.search(n)
                         and not (n == "lm_head.weight" and cfg.tie_word_embeddings))
@@ -188,6 +192,21 @@ def open_tensors(model_dir: Path, cfg: ModelConfig) -> dict[str, SafetensorsFile
             raise CheckpointError(f"{tensors[hf_name].path}: tensor {hf_name!r} has shape {got}, "
                                   f"expected {shape} from config.json")
     return tensors
+
+
+def _text_tower(tensors: dict[str, SafetensorsFile]) -> dict[str, SafetensorsFile]:
+    """A multimodal checkpoint's text tower under the text model's own names (`model.layers...`), its vision tensors
+    left out; any other checkpoint as it is. A renamed tensor is read from its file under its stored name."""
+    if not any(TEXT_TOWER.match(n) for n in tensors):
+        return tensors
+    out = {}
+    for name, f in tensors.items():
+        if VISION_TENSORS.match(name):
+            continue
+        new = TEXT_TOWER.sub(lambda m: "" if m.group(1) == "language_model." else "model.", name)
+        f.header.setdefault(new, f.header[name])  # an alias: the same bytes under the text model's name
+        out[new] = f
+    return out
 
 
 def load_pretrained(path_or_hub_id, dtype: str = "float32", mesh: Mesh | None = None,

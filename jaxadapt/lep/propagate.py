@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from jaxadapt.config import ModelConfig
@@ -71,18 +72,17 @@ def _matrices(model_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _lora_updates(model) -> dict[str, np.ndarray]:
-    """scale * (A @ B)^T per adapted layer and module, named as the HF weight it adds to."""
+    """lora_delta^T per adapted layer and module ([out, in], as HF stores it), named as the HF weight it adds to."""
     from jaxadapt.params import LORA_SPECS
-    from jaxadapt.train.lora import target_modules
+    from jaxadapt.train.lora import lora_delta, target_modules
 
     out = {}
     for name, lin in target_modules(model, tuple(LORA_SPECS)).items():
         if lin.lora_a is None:
             continue
-        a, b = np.asarray(lin.lora_a[...], np.float32), np.asarray(lin.lora_b[...], np.float32)
-        scale = np.asarray(lin.lora_scale[...], np.float32)
-        for i in np.flatnonzero(scale):
-            out[LORA_SPECS[name].hf_name(i)] = (a[i] @ b[i] * scale[i]).T
+        delta = np.asarray(jax.device_get(lora_delta(lin)))
+        for i in np.flatnonzero(np.asarray(lin.lora_scale[...])):
+            out[LORA_SPECS[name].hf_name(i)] = delta[i].T
     return out
 
 

@@ -1,120 +1,91 @@
-"""The stage kinds a recipe may use (each one jaxadapt command) and how a stage's config becomes its command line.
+"""The stage kinds a recipe may use, each one Python entry point: the typed function its jaxadapt command calls.
 
-A stage's config keys are the command's parameter names (`vocab_size`, `corpus`, ...). The command's click
-definition is read at validation time, so an unknown key, a missing required option or a bad value fails before
-the first stage runs, and a command that lands in the CLI later needs no change here. A kind whose command does
-not exist yet is spelled the usual way (`key_name: v` -> `--key-name v`) and left to the command to check.
-Commands that take dotted overrides after their options (`calibrate`) get them from the stage's `overrides` list.
+A stage's config keys are the entry point's parameter names (`vocab_size`, `corpus`, `json_out`, ...), and its
+signature is the stage's schema: `check` turns it into a dataclass and reads the config with `load_config`, so an
+unknown key (with the closest one), a missing required option or a value of the wrong type fails before the first
+stage runs, naming the recipe file and the key, as a train config does. A train stage's schema is `RunConfig`
+itself (recipes/plan.py), and its entry point `train.loop.train`, as for `jaxadapt train`.
 """
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
+import functools
+import inspect
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
-from typer.core import TyperArgument, TyperGroup
-from typer.exceptions import TyperException
-
+from jaxadapt.config.loader import load_config, parse_override
+from jaxadapt.data import cli as data_cli
 from jaxadapt.errors import UserError
+from jaxadapt.eval.command import eval_cmd
+from jaxadapt.io.cli import convert
+from jaxadapt.lep.cli import calibrate, propagate
+from jaxadapt.train.cli import export
+from jaxadapt.vocab import cli as vocab_cli
 
 
 @dataclass(frozen=True)
 class Kind:
-    command: tuple[str, ...]  # the words after `jaxadapt`
+    command: tuple[str, ...]  # the words after `jaxadapt`, for messages
+    entry: Callable | None  # the function `jaxadapt COMMAND` calls (None: train, run from a RunConfig)
     out_key: str | None  # the parameter that names the stage's output (None: train, whose output is its run dir)
     out_name: str = "out"  # the default output inside the stage dir
 
 
 KINDS = {
-    "convert": Kind(("convert",), "out_dir"),
-    "data_split": Kind(("data", "split"), "out"),
-    "tokenizer_stats": Kind(("tokenizer", "stats"), "json_out", "stats.json"),
-    "tokenizer_train": Kind(("tokenizer", "train"), "out"),
-    "tokenizer_extend": Kind(("tokenizer", "extend"), "out"),
-    "vocab_adapt": Kind(("vocab", "adapt"), "out"),
-    "train": Kind(("train",), None),
-    "propagate": Kind(("propagate",), "out"),
-    "calibrate": Kind(("calibrate",), "out"),
-    "eval": Kind(("eval",), "json_out", "results.json"),
-    "export": Kind(("export",), "out_dir"),
+    "convert": Kind(("convert",), convert, "out_dir"),
+    "data_split": Kind(("data", "split"), data_cli.split, "out"),
+    "data_parallel": Kind(("data", "parallel"), data_cli.parallel, "out"),
+    "tokenizer_stats": Kind(("tokenizer", "stats"), vocab_cli.stats_cmd, "json_out", "stats.json"),
+    "tokenizer_train": Kind(("tokenizer", "train"), vocab_cli.train_cmd, "out"),
+    "tokenizer_extend": Kind(("tokenizer", "extend"), vocab_cli.extend_cmd, "out"),
+    "vocab_adapt": Kind(("vocab", "adapt"), vocab_cli.adapt_cmd, "out"),
+    "vocab_map": Kind(("vocab", "map"), vocab_cli.map_cmd, "out", "map.json"),
+    "train": Kind(("train",), None, None),
+    "propagate": Kind(("propagate",), propagate, "out"),
+    "calibrate": Kind(("calibrate",), calibrate, "out"),  # `overrides`: a list of dotted training overrides
+    "eval": Kind(("eval",), eval_cmd, "json_out", "results.json"),
+    "export": Kind(("export",), export, "out_dir"),
 }
 
 
-EXTRA_KEY = "overrides"  # a stage config key: dotted overrides for commands that take them (`jaxadapt calibrate`)
+def check(kind: str, config: dict[str, Any], source: str) -> dict[str, Any]:
+    """`config` read as the arguments of the kind's entry point: every one, defaults filled in. `source` names the
+    config in errors (e.g. 'recipe.yaml (stages.tok.config)'). A single value where the entry point takes a list is
+    that list of one, as a repeatable option given once."""
+    schema = spec(kind)
+    lists = {f.name for f in dataclasses.fields(schema) if _is_list(f.type)}
+    config = {k: [v] if k in lists and v is not None and not isinstance(v, list) else v for k, v in config.items()}
+    args = load_config(schema, config, source=source)
+    for item in getattr(args, "overrides", None) or ():  # calibrate's training overrides: malformed ones fail now
+        try:
+            parse_override(item)
+        except UserError as e:
+            raise UserError(f"overrides: {e} in {source}") from None
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)}
 
 
-def find_command(words: tuple[str, ...]):
-    """The (typer-vendored) click command `jaxadapt WORDS...`, or None when this CLI has no such command yet."""
-    import typer.main
+@functools.cache
+def spec(kind: str) -> type:
+    """The entry point's parameters as a dataclass (names, types, defaults): the typed spec of a stage.
 
-    from jaxadapt.cli import app
-
-    cmd = typer.main.get_command(app)
-    for word in words:
-        cmd = cmd.commands.get(word) if isinstance(cmd, TyperGroup) else None
-        if cmd is None:
-            return None
-    return cmd
-
-
-def command_args(kind: str, config: dict[str, Any], where: str) -> list[str]:
-    """The argument list after `jaxadapt` for a stage of `kind`; `where` names the stage config in errors."""
-    words = KINDS[kind].command
-    cmd = find_command(words)
-    if cmd is None:
-        return [*words, *_generic_args(config, where)]
-    params = {p.name: p for p in cmd.params if p.name}
-    extra = []
-    if EXTRA_KEY in config and (cmd.context_settings or {}).get("allow_extra_args"):  # calibrate, quickstart: dotted overrides after the options
-        extra = config[EXTRA_KEY]
-        if not isinstance(extra, list) or not all(isinstance(o, str) and "=" in o for o in extra):
-            raise UserError(f"{where}.{EXTRA_KEY}: expected a list of 'dotted.key=value' strings, got {extra!r}")
-        config = {k: v for k, v in config.items() if k != EXTRA_KEY}
-    for key in config:
-        if key not in params:
-            close = difflib.get_close_matches(key, list(params), n=1)
-            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(params)}"
-            raise UserError(f"{where}.{key}: unknown option of `jaxadapt {' '.join(words)}` ({hint})")
-    positional, options = [], []
-    for p in cmd.params:
-        value = config.get(p.name)
-        if value is None:
-            continue
-        if isinstance(p, TyperArgument):
-            positional += [_text(v, f"{where}.{p.name}") for v in (value if isinstance(value, list) else [value])]
-        elif p.is_flag:
-            if not isinstance(value, bool):
-                raise UserError(f"{where}.{p.name}: expected true or false, got {value!r}")
-            flag = p.opts[0] if value else next(iter(p.secondary_opts), None)
-            options += [flag] if flag else []  # a plain flag set to false is simply left off
+    Not frozen: the loader would turn lists into tuples, and the entry point gets lists, as from the command line."""
+    fn = KINDS[kind].entry
+    hints = typing.get_type_hints(fn)  # Annotated[T, typer.Option(...)] -> T
+    fields = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.default is inspect.Parameter.empty:
+            fields.append((p.name, hints[p.name]))
         else:
-            if isinstance(value, list) and not p.multiple:
-                raise UserError(f"{where}.{p.name}: expected one value, got a list")
-            long = next((o for o in p.opts if o.startswith("--")), p.opts[0])
-            for v in value if isinstance(value, list) else [value]:
-                options += [long, _text(v, f"{where}.{p.name}")]
-    args = [*positional, *options, *extra]
-    try:
-        cmd.make_context(" ".join(("jaxadapt", *words)), list(args))
-    except TyperException as e:  # click's usage errors, as typer vendors them
-        message = e.format_message() if hasattr(e, "format_message") else str(e)
-        raise UserError(f"{where}: {message} (for `jaxadapt {' '.join(words)}`)") from None
-    return [*words, *args]
+            fields.append((p.name, hints[p.name], dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(f"{kind}_stage", fields, kw_only=True)
 
 
-def _generic_args(config: dict[str, Any], where: str) -> list[str]:
-    args = []
-    for key, value in config.items():
-        opt = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(opt if value else "--no-" + key.replace("_", "-"))
-        elif value is not None:
-            args += [a for v in (value if isinstance(value, list) else [value]) for a in (opt, _text(v, f"{where}.{key}"))]
-    return args
-
-
-def _text(value: Any, where: str) -> str:
-    if isinstance(value, (dict, list)):
-        raise UserError(f"{where}: expected a single value, got {value!r}")
-    return str(value)
+def _is_list(tp: Any) -> bool:
+    """list[...] or an optional one."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_list(a) for a in typing.get_args(tp))
+    return tp is list or typing.get_origin(tp) is list

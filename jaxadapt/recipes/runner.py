@@ -11,10 +11,11 @@ stage before it (`upstream`, that stage's `run_id`), and its output exists. So a
 stage and, through the chain of run ids, every stage after it. A stage that crashed or was stopped keeps its
 output, so a train stage resumes from its last checkpoint; outputs left by a different config are removed first.
 
-Each stage runs as `python -m jaxadapt.cli ...` so its accelerator memory is freed when it ends and each stage
-gets the device to itself. SIGTERM/SIGINT are passed on to the stage (train saves and exits 75 or 130) and the
-stage is recorded as stopped, never as complete; the runner then exits with the same status as a stopped `train`
-(errors.PREEMPTED / INTERRUPTED), so a watcher resumes a recipe as it resumes a run.
+Each stage runs as `python -m jaxadapt.recipes.stage` (why a process of its own: recipes/stage.py), which calls
+the stage's entry point, the function its jaxadapt command calls, with the typed config the plan checked; a bad
+input there is raised here as the same UserError. SIGTERM/SIGINT are passed on to the stage (train saves and exits
+75 or 130) and the stage is recorded as stopped, never as complete; the runner then exits with the same status as a
+stopped `train` (errors.PREEMPTED / INTERRUPTED), so a watcher resumes a recipe as it resumes a run.
 
 On several hosts (`jaxadapt run` started on every worker, runs_root on storage they share), the COLLECTIVE stages
 (train, calibrate, eval) run on every process, one JAX process each; the others (tokenizers, vocab adapt, propagate,
@@ -27,9 +28,9 @@ written locally while it runs and appended to log.txt in the bucket when it ends
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def run_recipe(recipe: Recipe, source: str | Path, dry_run: bool = False) -> Pat
             _say(f"[{st.name}] done with config {st.config_hash}: skipped")
             upstream = record["run_id"]
         elif dry_run:
-            _say(f"[{st.name}] would run: jaxadapt {shlex.join(st.args)}")
+            _say(f"[{st.name}] would run: {st.describe()}")
             upstream = "pending"
         elif index == 0:
             upstream = _run_stage(st, sdir, record, key, alone=count > 1 and st.kind not in COLLECTIVE)
@@ -83,15 +84,17 @@ def _complete(record: dict | None, key: dict) -> bool:
 
 def _follow_stage(st: PlannedStage, sdir: Path, key: dict, index: int) -> str:
     """A process other than 0: wait for process 0's record of the stage; for a train stage, train with the others
-    once process 0 has started it (it first clears an output of another config and writes the stage's files)."""
+    once process 0 has started it (it first clears an output of another config)."""
     if st.kind in COLLECTIVE:
         _say(f"[{st.name}] process {index}: waiting for process 0 to start it")
         _await(st, sdir, key, ("running", "complete"))
-        _say(f"[{st.name}] process {index}: running: jaxadapt {shlex.join(st.args)}")
-        code, stopped = execute(list(st.args), sdir / f"log.process-{index}.txt")
+        _say(f"[{st.name}] process {index}: running: {st.describe()}")
+        code, stopped, error = execute(st.call, sdir / f"log.process-{index}.txt")
         if stopped or code in (PREEMPTED, INTERRUPTED):
             _say(f"[{st.name}] process {index}: stopped; run the same command again to continue")
             raise _stopped(code, stopped)
+        if error is not None:
+            raise UserError(f"stage {st.name} ({st.kind}), process {index}: {error}")
         if code:
             raise UserError(f"stage {st.name}: process {index} exited with code {code}")
     else:
@@ -127,26 +130,31 @@ def read_record(sdir: Path) -> dict | None:
         return None
 
 
-def execute(args: list[str], log: Path, alone: bool = False) -> tuple[int, str | None]:
-    """Run `jaxadapt ARGS` in a child, echoing its output into `log`; returns (exit code, signal that stopped it).
-    alone: as a single process on the CPU, whatever the launcher's environment says. A `log` URL (an object
-    store has no append) gets the output when the child ends."""
+def execute(call: dict, log: Path, alone: bool = False) -> tuple[int, str | None, str | None]:
+    """Run one stage (`PlannedStage.call`) in a child, echoing its output into `log`; returns (exit code, signal that
+    stopped it, the message of the UserError it failed with). alone: as a single process on the CPU, whatever the
+    launcher's environment says. A `log` URL (an object store has no append) gets the output when the child ends."""
     if fs.is_url(str(log)):
-        fd, tmp = tempfile.mkstemp(prefix="jaxadapt-stage-log-", suffix=".txt")
-        os.close(fd)
-        try:
-            return execute(args, Path(tmp), alone)
-        finally:
-            with open(tmp, encoding="utf-8", errors="replace") as f:
-                fs.append_text(log, f.read())
-            os.unlink(tmp)
+        with _scratch("jaxadapt-stage-log-") as tmp:
+            try:
+                return execute(call, tmp, alone)
+            finally:
+                fs.append_text(log, tmp.read_text(encoding="utf-8", errors="replace"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if alone:
         from jaxadapt.train.distributed import MULTI_PROCESS_ENV
 
         env = {k: v for k, v in env.items() if k not in MULTI_PROCESS_ENV} | {"JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "jaxadapt.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    with _scratch("jaxadapt-stage-call-") as call_file, _scratch("jaxadapt-stage-error-") as error_file:
+        call_file.write_text(json.dumps(call), encoding="utf-8")  # a file: a long config would overflow argv
+        proc = subprocess.Popen([sys.executable, "-m", "jaxadapt.recipes.stage", str(call_file), str(error_file)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        code, stopped = _follow(proc, log)
+        return code, stopped, error_file.read_text(encoding="utf-8") or None
+
+
+def _follow(proc: subprocess.Popen, log: Path) -> tuple[int, str | None]:
+    """Echo the child's output into `log` until it ends, passing SIGTERM/SIGINT on to it."""
     stopped: list[str] = []
 
     def forward(signum, _frame):
@@ -178,22 +186,22 @@ def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict, alo
         else:
             fs.path(out).unlink()
     sdir.mkdir(parents=True, exist_ok=True)
-    for name, text in st.files.items():
-        with atomic_file(sdir / name) as f:
-            f.write(text)
-    base = {"stage": st.name, "kind": st.kind, **key, "command": ["jaxadapt", *st.args]}
+    base = {"stage": st.name, "kind": st.kind, **key}
     _write_record(sdir, {**base, "status": "running", "started": _now()})
-    _say(f"[{st.name}] running: jaxadapt {shlex.join(st.args)}")
+    _say(f"[{st.name}] running: {st.describe()}")
     t0 = time.time()
-    code, stopped = execute(list(st.args), sdir / LOG, alone)
+    code, stopped, error = execute(st.call, sdir / LOG, alone)
     seconds = round(time.time() - t0, 1)
     stopped = stopped or ("a preemption notice" if code == PREEMPTED else None)
     if stopped or code != 0 or not fs.exists(out):
         status = "stopped" if stopped else "failed"
-        _write_record(sdir, {**base, "status": status, "exit_code": code, "seconds": seconds})
+        said = {"error": error} if error is not None else {}
+        _write_record(sdir, {**base, "status": status, "exit_code": code, **said, "seconds": seconds})
         if stopped:
             _say(f"[{st.name}] stopped by {stopped}; run the same command again to continue")
             raise _stopped(code, stopped)
+        if error is not None:  # bad input, as the command would have said it
+            raise UserError(f"stage {st.name} ({st.kind}): {error}")
         why = f"exited with code {code}" if code else f"exited 0 but wrote no {out}"
         raise UserError(f"stage {st.name} ({st.kind}) {why}; its log: {sdir / LOG}")
     run_id = uuid.uuid4().hex
@@ -201,6 +209,17 @@ def _run_stage(st: PlannedStage, sdir: Path, record: dict | None, key: dict, alo
                          "seconds": seconds, "finished": _now()})
     _say(f"[{st.name}] complete in {seconds} s: {st.out}")
     return run_id
+
+
+@contextlib.contextmanager
+def _scratch(prefix: str):
+    """An empty local file for the duration, then removed."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".txt")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        os.unlink(name)
 
 
 def _key(record: dict) -> dict:

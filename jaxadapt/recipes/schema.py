@@ -12,21 +12,20 @@
         config: {base: ../train/cpt.yaml, model: {tokenizer: "${stages.tok.out}"}}
 
 Overrides are dotted keys as for train configs; `stages.NAME.config.a.b=v` (or `stages.NAME.kind=...`) reaches
-into the stage called NAME, since a YAML list cannot be addressed by dotted keys. A recipe's `base:` replaces the
-whole stage list of its base (lists are not merged).
+into the stage called NAME, as the loader steps into any list of named items. A recipe's `base:` replaces the whole
+stage list of its base (lists are not merged).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxadapt.config.loader import load_config, parse_value
+from jaxadapt.config.loader import load_config
+from jaxadapt.config.shipped import shipped_recipe
 from jaxadapt.errors import UserError
 from jaxadapt.recipes.kinds import KINDS
 from jaxadapt.recipes.refs import REF
@@ -52,13 +51,16 @@ class Recipe:
 
 def load_recipe(path: str | Path, overrides=()) -> Recipe:
     """Read, override and check a recipe (names, kinds); references and stage configs are checked by `plan`."""
-    plain = [o for o in overrides if not o.partition("=")[0].strip().startswith("stages.")]
-    recipe = load_config(Recipe, path, plain)
-    for item in overrides:
-        if item not in plain:
-            recipe = _override_stage(recipe, item)
+    recipe = load_config(Recipe, path, overrides)
     check(recipe, str(path))
     return recipe
+
+
+def recipe_file(arg: str) -> str:
+    """A recipe argument: a path or URL as given, or the name of a recipe that ships with jaxadapt (its file)."""
+    if "/" in arg or arg.endswith((".yaml", ".yml", ".json")) or Path(arg).exists():
+        return arg
+    return str(shipped_recipe(arg))
 
 
 def check(recipe: Recipe, source: str) -> None:
@@ -79,37 +81,6 @@ def check(recipe: Recipe, source: str) -> None:
             close = difflib.get_close_matches(st.kind, list(KINDS), n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(KINDS)}"
             raise UserError(f"stages[{i}] ({st.name}).kind={st.kind!r}: unknown stage kind ({hint}) in {source}")
-
-
-def _override_stage(recipe: Recipe, item: str) -> Recipe:
-    dotted, sep, text = item.partition("=")
-    keys = [k.strip() for k in dotted.split(".")]
-    if not sep or len(keys) < 3 or not all(keys) or keys[2] not in ("config", "kind") or (keys[2] == "kind" and len(keys) > 3):
-        raise UserError(f"override {item!r}: expected stages.NAME.config.key=value or stages.NAME.kind=value")
-    names = [st.name for st in recipe.stages]
-    if keys[1] not in names:
-        close = difflib.get_close_matches(keys[1], names, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(names) or 'none'}"
-        raise UserError(f"override {item!r}: no stage named {keys[1]!r} ({hint})")
-    value = parse_value(text, f"override {item!r}")
-    stages = list(recipe.stages)
-    i = names.index(keys[1])
-    if keys[2] == "kind":
-        stages[i] = dataclasses.replace(stages[i], kind=str(value))
-    elif len(keys) == 3:
-        if not isinstance(value, dict):
-            raise UserError(f"override {item!r}: a stage config must be a mapping")
-        stages[i] = dataclasses.replace(stages[i], config=value)
-    else:
-        config = copy.deepcopy(stages[i].config)
-        node = config
-        for key in keys[3:-1]:
-            if not isinstance(node.get(key), dict):
-                node[key] = {}
-            node = node[key]
-        node[keys[-1]] = value
-        stages[i] = dataclasses.replace(stages[i], config=config)
-    return dataclasses.replace(recipe, stages=tuple(stages))
 
 
 def _leaves(x: Any):

@@ -27,7 +27,6 @@ from jaxadapt import fs
 from jaxadapt.config.loader import beside, dump_yaml, load_config, parse_value, read_yaml
 from jaxadapt.errors import UserError
 from jaxadapt.fs import atomic_file
-from jaxadapt.recipes.inline import load_inline
 from jaxadapt.recipes.plan import plan, resolved
 from jaxadapt.recipes.schema import load_recipe
 
@@ -59,7 +58,7 @@ def load_sweep(path: str | Path) -> tuple[Path, bool, list[Point]]:
     base_path = beside(path.parent, base)
     if not base_path.is_file():
         raise UserError(f"base: {base_path} not found (named in {path})")
-    spec = load_inline(SweepSpec, raw, str(path), path.parent)
+    spec = load_config(SweepSpec, raw, source=str(path))
     is_recipe = _is_recipe(base_path)
     base_name = (load_recipe(base_path) if is_recipe else _load_train(base_path, ())).name
     points, seen = [], set()

@@ -1,8 +1,8 @@
 """The training run config: one frozen dataclass tree, loaded from YAML by `jaxadapt.config.loader`.
 
 Defaults follow the studies in ../shared/METHODS.md where they agree (AdamW, cosine, warmup, clip 1.0);
-recipes override them. Semantic checks that need more than types (the trainable set, divisibility of the batch
-by the mesh) live in `validate`, which runs before anything is compiled.
+recipes override them. `train.trainable` is parsed where the config is read (`Trainable`); semantic checks that
+need more than types (counts, divisibility of the batch) live in `validate`, which runs before anything is compiled.
 """
 
 from __future__ import annotations
@@ -11,11 +11,45 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
+from jaxadapt.config.loader import Spelled
 from jaxadapt.data.config import DataConfig
 from jaxadapt.errors import UserError
+from jaxadapt.model import REMAT_POLICIES
 from jaxadapt.params import LORA_TARGETS
 
 TRAINABLE_PARTS = ("full", "lora", "embeddings", "new_rows")
+
+
+@dataclass(frozen=True)
+class Trainable(Spelled):
+    """`train.trainable`, parsed once where the config is read: which weights train and which embedding rows.
+
+    YAML spells it as parts of TRAINABLE_PARTS joined by '+' ("lora+embeddings"); it is written back exactly as
+    spelled, since a resume compares the saved config with the new one."""
+
+    spelling: str
+    body: bool = field(init=False)  # every weight that is neither a LoRA factor nor an embedding / LM-head row
+    lora: bool = field(init=False)  # the LoRA factors
+    # the embedding and LM-head rows: none, all, or only the rows vocab adapt added (ids >= old_vocab_size)
+    rows: Literal["none", "all", "new"] = field(init=False)
+
+    def __post_init__(self):
+        spec = self.spelling
+        parts = frozenset(p.strip() for p in spec.split("+") if p.strip())
+        unknown = sorted(parts - set(TRAINABLE_PARTS))
+        if unknown or not parts:
+            raise UserError(f"{spec!r}: unknown part(s) {unknown or [spec]}; expected "
+                            f"{' | '.join(TRAINABLE_PARTS)} or a '+'-joined union such as 'lora+embeddings'")
+        if "full" in parts and len(parts) > 1:
+            raise UserError(f"{spec!r}: 'full' already trains everything; use it alone")
+        if {"embeddings", "new_rows"} <= parts:
+            raise UserError(f"{spec!r}: 'embeddings' already trains every row; drop 'new_rows'")
+        rows = "all" if parts & {"full", "embeddings"} else "new" if "new_rows" in parts else "none"
+        for name, value in (("body", "full" in parts), ("lora", "lora" in parts), ("rows", rows)):
+            object.__setattr__(self, name, value)
+
+    def __str__(self) -> str:
+        return self.spelling
 
 
 @dataclass(frozen=True)
@@ -68,7 +102,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    trainable: str = "full"  # parts of TRAINABLE_PARTS joined by '+', e.g. "lora+embeddings"
+    trainable: Trainable = Trainable("full")  # a string here is parsed as YAML's is: TrainConfig(trainable="lora")
     objective: Literal["clm", "sft", "dpo"] = "clm"
     steps: int = 100
     batch_size: int = 8  # global sequences per optimizer step (across grad_accum micro-batches)
@@ -85,6 +119,10 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0  # 0: evaluate only at the end (when eval data is configured)
     eval_batches: int = 8
+
+    def __post_init__(self):
+        if isinstance(self.trainable, str):
+            object.__setattr__(self, "trainable", Trainable(self.trainable))
 
 
 @dataclass(frozen=True)
@@ -107,10 +145,11 @@ class ModelSection:
     tokenizer: str | None = None  # default: the model dir's own tokenizer
     param_dtype: Literal["float32", "bfloat16"] = "float32"
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
-    # jax.nn.dot_product_attention's kernel; auto: cuDNN's fused attention on a GPU computing in bfloat16/float16,
-    # XLA's elsewhere (train/step.resolve_attention_impl); None: jax's own choice
-    attention_impl: Literal["auto", "xla", "cudnn"] | None = "auto"
+    remat: Literal[tuple(REMAT_POLICIES)] = "none"
+    # the attention kernel; auto: splash on a TPU (jaxadapt.splash), cuDNN's fused attention on a GPU computing in
+    # bfloat16/float16, XLA's elsewhere (train/step.resolve_attention_impl); None: jax.nn.dot_product_attention's
+    # own choice
+    attention_impl: Literal["auto", "xla", "cudnn", "splash"] | None = "auto"
     # queries per chunk of the training attention, recomputed in the backward; 0: all queries at once; else a
     # divisor of train.seq_len. "auto": chunk only where one device would hold more than 1 GiB of float32 attention
     # scores (jaxadapt.train.chunking.auto_attention_chunk).
@@ -131,22 +170,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
-def trainable_parts(spec: str) -> frozenset[str]:
-    parts = frozenset(p.strip() for p in spec.split("+") if p.strip())
-    unknown = sorted(parts - set(TRAINABLE_PARTS))
-    if unknown or not parts:
-        raise UserError(f"train.trainable={spec!r}: unknown part(s) {unknown or [spec]}; expected "
-                        f"{' | '.join(TRAINABLE_PARTS)} or a '+'-joined union such as 'lora+embeddings'")
-    if "full" in parts and len(parts) > 1:
-        raise UserError(f"train.trainable={spec!r}: 'full' already trains everything; use it alone")
-    if {"embeddings", "new_rows"} <= parts:
-        raise UserError(f"train.trainable={spec!r}: 'embeddings' already trains every row; drop 'new_rows'")
-    return parts
-
-
 def validate(cfg: RunConfig) -> None:
     """Semantic checks that must fail before any compile (the mesh and batch split are checked with the devices)."""
-    trainable_parts(cfg.train.trainable)
     t = cfg.train
     positive = [(f"train.{k}", getattr(t, k)) for k in ("steps", "batch_size", "grad_accum", "seq_len", "log_every")]
     positive += [("checkpoint.every", cfg.checkpoint.every), ("lora.rank", cfg.lora.rank)]

@@ -13,9 +13,9 @@ from jaxadapt.io.hf import save_pretrained
 from jaxadapt.model import Runtime
 from jaxadapt.sharding import reading_mesh, tree_shardings
 from jaxadapt.train.checkpoint import Checkpointer
-from jaxadapt.train.config import MeshConfig, RunConfig, trainable_parts
+from jaxadapt.train.config import MeshConfig, RunConfig
 from jaxadapt.train.lora import add_lora, merge_lora, save_peft_adapter
-from jaxadapt.train.modelload import load_model, load_training_tokenizer
+from jaxadapt.train.modelload import architecture, load_model, load_training_tokenizer
 from jaxadapt.train.partition import split_trainable
 from jaxadapt.train.step import resolve_attention_impl
 
@@ -42,10 +42,10 @@ def restore_model(run_dir, step: int | None = None, mesh=None, dtype: str | None
     cfg = dataclasses.replace(cfg, mesh=MeshConfig(**dict(zip(mesh.axis_names, mesh.devices.shape))))
     # the run's attention kernel (eval and generate compute with it); remat and chunking only matter for gradients
     rt = Runtime(param_dtype=dtype or cfg.model.param_dtype, compute_dtype=dtype or cfg.model.compute_dtype,
-                 attention_impl=resolve_attention_impl(cfg, dtype))
+                 attention_impl=resolve_attention_impl(cfg, dtype, model_cfg=architecture(cfg.model), training=False))
     tokenizer = load_training_tokenizer(cfg.model)
     model = load_model(cfg.model, rt, mesh, seed=cfg.train.seed)
-    if "lora" in trainable_parts(cfg.train.trainable):
+    if cfg.train.trainable.lora:
         add_lora(model, cfg.lora, seed=cfg.train.seed)
     graphdef, trainable, frozen = split_trainable(model, cfg.train.trainable)
     try:
@@ -61,12 +61,12 @@ def export(run_dir, out_dir, step: int | None = None, mode: str = "merge", dtype
     """mode: 'merge' (LoRA folded into the weights, one HF dir, in `dtype`, default the run's parameter dtype) or
     'peft' (a PEFT adapter dir)."""
     model, cfg, tokenizer, _ = restore_model(run_dir, step)
-    parts = trainable_parts(cfg.train.trainable)
+    trainable = cfg.train.trainable
     if mode == "peft":
-        if "lora" not in parts:
-            raise UserError(f"{run_dir}: --peft-adapter needs a LoRA run (train.trainable={cfg.train.trainable!r})")
-        return save_peft_adapter(model, cfg.lora, out_dir, embeddings=bool(parts & {"embeddings", "new_rows"}),
+        if not trainable.lora:
+            raise UserError(f"{run_dir}: --peft-adapter needs a LoRA run (train.trainable={str(trainable)!r})")
+        return save_peft_adapter(model, cfg.lora, out_dir, embeddings=trainable.rows != "none",
                                  base_model=cfg.model.path)
-    if "lora" in parts:
+    if trainable.lora:
         merge_lora(model)
     return save_pretrained(model, out_dir, tokenizer=tokenizer, dtype=dtype)

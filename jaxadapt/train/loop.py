@@ -24,7 +24,6 @@ import time
 from typing import Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxadapt.config.loader import save_resolved, to_dict
@@ -34,10 +33,10 @@ from jaxadapt.model import Runtime
 from jaxadapt.perf import device_peak_flops, train_flops_per_token
 from jaxadapt.sharding import make_mesh
 from jaxadapt.train.checkpoint import Checkpointer
-from jaxadapt.train.config import RunConfig, trainable_parts, validate
+from jaxadapt.train.config import RunConfig, validate
 from jaxadapt.train.distributed import maybe_initialize
 from jaxadapt.train.lora import add_lora
-from jaxadapt.train.loss import target_logprobs
+from jaxadapt.train.loss import scored_logprobs
 from jaxadapt.train.metrics import MetricsLogger
 from jaxadapt.train.partition import resolve_old_vocab
 from jaxadapt.train.modelload import architecture, load_model, load_training_tokenizer
@@ -122,7 +121,6 @@ def train(cfg: RunConfig, data: DataIterator | None = None, eval_data: dict | No
 
 def _train(cfg: RunConfig, mesh, rdir, data, eval_data, allow_changes: bool):
     t = cfg.train
-    parts = trainable_parts(t.trainable)
     ckpt = Checkpointer(rdir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     latest = ckpt.latest_step()
     try:
@@ -130,14 +128,15 @@ def _train(cfg: RunConfig, mesh, rdir, data, eval_data, allow_changes: bool):
     except UserError:
         ckpt.close()
         raise
-    attention_chunk = resolve_attention_chunk(cfg, mesh, architecture(cfg.model))
+    arch = architecture(cfg.model)
+    attention_chunk = resolve_attention_chunk(cfg, mesh, arch)
     if attention_chunk and cfg.model.attention_chunk == "auto":
         _say(f"model.attention_chunk auto: the training attention runs {attention_chunk} queries at a time")
     rt = Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
-                 attention_impl=resolve_attention_impl(cfg), attention_chunk=attention_chunk)
+                 attention_impl=resolve_attention_impl(cfg, model_cfg=arch), attention_chunk=attention_chunk)
     model = load_model(cfg.model, rt, mesh, seed=t.seed)
     old_vocab = resolve_old_vocab(cfg)
-    if "lora" in parts:
+    if t.trainable.lora:
         add_lora(model, cfg.lora, seed=t.seed)
     engine, state = build_engine(model, cfg, mesh, old_vocab)
     del model
@@ -213,9 +212,8 @@ def evaluate(engine: Engine, state, eval_data: dict, max_batches: int, chunk: in
     """Loss and bits per byte per validation source: total NLL / (UTF-8 bytes x ln 2)."""
     @jax.jit
     def nll(params, fz, batch):
-        logp, _ = target_logprobs(engine.model(params, fz), batch, chunk=chunk)
-        mask = batch["loss_mask"].astype(jnp.float32)
-        return -(logp * mask).sum(), mask.sum()
+        scored = batch["loss_mask"] > 0
+        return -scored_logprobs(engine.model(params, fz), batch, scored, chunk=chunk).sum(), scored.sum()
 
     out = {}
     for name, batches in eval_data.items():

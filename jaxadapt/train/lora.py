@@ -67,15 +67,20 @@ def has_lora(model: LlamaForCausalLM) -> bool:
     return any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model))
 
 
+def lora_delta(lin: Linear) -> jax.Array:
+    """scale * A @ B per layer, [layers, in, out] float32: what a module's factors add to its kernel (a layer outside
+    `lora.layers` adds zeros). Merging (merge_lora) and propagation (lep/propagate.py) add this same update."""
+    delta = jnp.einsum("lir,lro->lio", lin.lora_a[...].astype(jnp.float32), lin.lora_b[...].astype(jnp.float32))
+    return delta * lin.lora_scale[...][:, None, None]
+
+
 def merge_lora(model: LlamaForCausalLM) -> None:
-    """kernel += scale * A @ B for every adapted module, then drop the factors (in place)."""
+    """kernel += lora_delta for every adapted module, then drop the factors (in place)."""
     for lin in target_modules(model, PARENTS).values():
         if lin.lora_a is None:
             continue
-        delta = jnp.einsum("lir,lro->lio", lin.lora_a[...].astype(jnp.float32), lin.lora_b[...].astype(jnp.float32))
-        delta = delta * lin.lora_scale[...][:, None, None]
         kernel = lin.kernel[...]
-        lin.kernel = nnx.Param((kernel.astype(jnp.float32) + delta).astype(kernel.dtype))
+        lin.kernel = nnx.Param((kernel.astype(jnp.float32) + lora_delta(lin)).astype(kernel.dtype))
         lin.lora_a = lin.lora_b = lin.lora_scale = None
         lin.lora_dropout = 0.0
 
@@ -85,7 +90,7 @@ def save_peft_adapter(model: LlamaForCausalLM, cfg: LoraConfig, out_dir, *, embe
     """Write adapter_config.json + adapter_model.safetensors that `peft.PeftModel.from_pretrained` loads.
 
     `embeddings=True` also saves the full input embeddings and (untied) LM head as PEFT `modules_to_save`
-    (ChocoLlama's lora+embeddings recipe).
+    (ChocoLlama's lora+embeddings recipe); a tied head is kept tied to the saved embeddings.
     """
     mods = {k: v for k, v in target_modules(model, cfg.targets).items() if v.lora_a is not None}
     if not mods:
@@ -106,6 +111,8 @@ def save_peft_adapter(model: LlamaForCausalLM, cfg: LoraConfig, out_dir, *, embe
         if model.lm_head is not None:
             arrays["base_model.model.lm_head.weight"] = np.asarray(jax.device_get(model.lm_head.kernel[...])).T
             modules_to_save.append("lm_head")
+        else:  # PEFT ties the head's copy to the embeddings' (ensure_weight_tying below) and loads both
+            arrays["base_model.model.lm_head.weight"] = arrays["base_model.model.model.embed_tokens.weight"]
     for k, v in arrays.items():
         specs.append((k, v.shape, v.dtype))
     config = {
@@ -115,6 +122,9 @@ def save_peft_adapter(model: LlamaForCausalLM, cfg: LoraConfig, out_dir, *, embe
         "layers_to_transform": None if cfg.layers is None else layers, "modules_to_save": modules_to_save,
         "base_model_name_or_path": base_model,
     }
+    if embeddings and model.lm_head is None:
+        # a tied head must read the saved embeddings too: PEFT otherwise keeps it on the base model's copy
+        config["ensure_weight_tying"] = True
     with atomic_dir(out_dir) as tmp:
         write_safetensors(tmp / "adapter_model.safetensors", specs, arrays.__getitem__)
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))

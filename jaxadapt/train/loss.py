@@ -35,8 +35,16 @@ def target_logprobs(model, batch, rng=None, chunk: int = 0):
     [batch, seq, vocab]: at Llama-3's 128K vocabulary, 8 x 4096 positions of logits are 16 GiB."""
     h = model.hidden_states(batch["input_ids"], attention_mask=batch["segment_ids"] > 0,
                             positions=batch["positions"], segment_ids=batch["segment_ids"], rng=rng)
-    head = model.head()
-    return remat_chunks(lambda hc, tc: token_logprobs(project(hc, head), tc), chunk, h, batch["targets"])
+    head, cap = model.head(), model.config.final_logit_softcapping
+    return remat_chunks(lambda hc, tc: token_logprobs(project(hc, head, cap), tc), chunk, h, batch["targets"])
+
+
+def scored_logprobs(model, batch, scored, chunk: int = 0):
+    """Summed log p(target) over the `scored` (bool) positions of each row, [batch]: the one forward pass of
+    evaluation, both the validation loss of a training run and `jaxadapt eval`'s bits per byte and choices.
+    `where`, not a product with the mask: a padded row may hold NaN, and NaN * 0 is NaN."""
+    logp, _ = target_logprobs(model, batch, chunk=chunk)
+    return jnp.where(scored, logp, 0.0).sum(-1)
 
 
 def clm_loss(model, batch, rng=None, z_loss: float = 0.0, chunk: int = 0, **_):

@@ -13,7 +13,7 @@ import optax
 
 from jaxadapt.sharding import path_str
 from jaxadapt.train.config import OptimConfig
-from jaxadapt.train.partition import EMBEDDING_PATHS
+from jaxadapt.train.partition import group
 
 
 def schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
@@ -37,7 +37,7 @@ def _decay_mask(decay_embeddings: bool):
     def mask(params):
         def decays(path, _):
             p = path_str(path)
-            if p in EMBEDDING_PATHS:
+            if group(p) == "rows":
                 return decay_embeddings
             return not (p.endswith("/bias") or "norm" in p.rsplit("/", 2)[-2])
 

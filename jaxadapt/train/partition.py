@@ -1,5 +1,9 @@
 """Which parameters train, and how fast: a filter over the model's parameter paths, plus per-group update scales.
 
+A parameter's group (`group`: embedding / LM-head rows, LoRA factors, the rest of the body) is read from its path
+alone, by the trainable filter, the update scales and the optimizer's decay mask alike: the optimizer and the step
+see pure dicts, in which the paths are all that is left of the nnx variables.
+
 Frozen parameters stay out of the optimizer entirely (no Adam moments), which is what makes LoRA and
 embeddings-only training cheap in memory. Within what trains, `update_scales` gives each group its learning-rate
 multiplier (`optim.groups`): the embedding and LM-head rows per row (old vocabulary vs rows added by vocab
@@ -12,43 +16,49 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxadapt.errors import UserError
-from jaxadapt.model import LoRAParam
+from jaxadapt.params import PARAMS
 from jaxadapt.sharding import path_str
-from jaxadapt.train.config import RunConfig, trainable_parts
+from jaxadapt.train.config import RunConfig, Trainable
 
-EMBED, HEAD = "model/embed_tokens/embedding", "lm_head/kernel"
-EMBEDDING_PATHS = (EMBED, HEAD)  # rows (embedding) and columns (LM head kernel) are per token
-
-
-def trainable_filter(spec: str):
-    """An nnx filter (path, variable) -> bool for the parts named in `spec`."""
-    parts = trainable_parts(spec)
-
-    def keep(path, var) -> bool:
-        if not isinstance(var, nnx.Param):
-            return False
-        if isinstance(var, LoRAParam):
-            return "lora" in parts
-        if "full" in parts:
-            return True
-        return path_str(path) in EMBEDDING_PATHS and bool(parts & {"embeddings", "new_rows"})
-
-    return keep
+# The per-token parameters (embedding, untied LM head) and the axis of their vocabulary, from the parameter table.
+ROW_AXIS = {s.path: s.axes.index("vocab") for s in PARAMS if "vocab" in s.axes}
+LORA_FACTORS = ("lora_a", "lora_b")  # the trained leaves of an adapted Linear (its lora_scale is not a Param)
 
 
-def split_trainable(model, spec: str):
+def group(path: str) -> Literal["rows", "lora", "body"]:
+    """The group of the parameter at the '/'-joined `path`: per-token rows, a LoRA factor, or the rest."""
+    if path in ROW_AXIS:
+        return "rows"
+    return "lora" if path.rsplit("/", 1)[-1] in LORA_FACTORS else "body"
+
+
+def trains(path: str, trainable: Trainable) -> bool:
+    """Whether `trainable` trains the parameter at `path` (all of it, or some of its rows)."""
+    g = group(path)
+    return trainable.lora if g == "lora" else trainable.rows != "none" if g == "rows" else trainable.body
+
+
+def along_rows(vector: jax.Array, path: str, ndim: int) -> jax.Array:
+    """A per-token `vector` shaped to broadcast against the parameter at `path` ([V, 1] for the embedding, [1, V]
+    for the LM head kernel)."""
+    return vector.reshape([-1 if i == ROW_AXIS[path] else 1 for i in range(ndim)])
+
+
+def split_trainable(model, trainable: Trainable):
     """(graphdef, trainable nnx.State, frozen nnx.State)."""
-    graphdef, trainable, frozen = nnx.split(model, trainable_filter(spec), ...)
-    if not jax.tree.leaves(trainable):
-        raise UserError(f"train.trainable={spec!r} selects no parameter of this model"
-                        + (" (no LoRA factors attached)" if "lora" in spec else ""))
-    return graphdef, trainable, frozen
+    graphdef, params, frozen = nnx.split(
+        model, lambda path, var: isinstance(var, nnx.Param) and trains(path_str(path), trainable), ...)
+    if not jax.tree.leaves(params):
+        raise UserError(f"train.trainable={str(trainable)!r} selects no parameter of this model"
+                        + (" (no LoRA factors attached)" if trainable.lora else ""))
+    return graphdef, params, frozen
 
 
 def old_vocab_size(model_dir: str | Path | None, configured: int | None) -> int:
@@ -75,14 +85,14 @@ def resolve_old_vocab(cfg: RunConfig) -> int | None:
     configured value or the model dir's adaptation.json, and None (every row is old) for a model without one."""
     from jaxadapt.train.modelload import checkpoint_dir
 
-    parts = trainable_parts(cfg.train.trainable)
+    rows = cfg.train.trainable.rows
     g = cfg.optim.groups
-    if "new_rows" not in parts and not (parts & {"embeddings", "full"} and g.old_rows != g.new_rows):
+    if rows == "none" or (rows == "all" and g.old_rows == g.new_rows):
         return None
     if cfg.train.old_vocab_size is not None:
         return cfg.train.old_vocab_size
     home = checkpoint_dir(cfg.model.path) or Path(cfg.model.path)  # a hub id's snapshot; a preset has no record
-    if "new_rows" in parts or (home / "adaptation.json").is_file():
+    if rows == "new" or (home / "adaptation.json").is_file():
         return old_vocab_size(home, None)
     return None
 
@@ -92,19 +102,20 @@ def update_scales(trainable_pure: dict, cfg: RunConfig, old_vocab: int | None):
     ([V, 1] for the embedding, [1, V] for the LM head kernel), a scalar where a group's multiplier is not 1, and
     None elsewhere."""
     g = cfg.optim.groups
-    new_rows_only = "new_rows" in trainable_parts(cfg.train.trainable)
+    new_rows_only = cfg.train.trainable.rows == "new"
     old_rate = 0.0 if new_rows_only else g.old_rows
 
     def scale_for(path, leaf):
         p = path_str(path)
-        if p in EMBEDDING_PATHS:
-            vocab = leaf.shape[0] if p == EMBED else leaf.shape[1]
+        kind = group(p)
+        if kind == "rows":
+            vocab = leaf.shape[ROW_AXIS[p]]
             cut = vocab if old_vocab is None else old_vocab
             if new_rows_only and cut >= vocab:
                 raise UserError(f"train.old_vocab_size={old_vocab} leaves no new rows (vocab is {vocab})")
             rows = jnp.where(jnp.arange(vocab) < cut, old_rate, g.new_rows).astype(jnp.float32)
-            return rows[:, None] if p == EMBED else rows[None, :]
-        rate = g.lora if "lora_" in p else g.body
+            return along_rows(rows, p, leaf.ndim)
+        rate = g.lora if kind == "lora" else g.body
         return None if rate == 1.0 else jnp.asarray(rate, jnp.float32)
 
     return jax.tree_util.tree_map_with_path(scale_for, trainable_pure)
@@ -126,10 +137,6 @@ def with_seen_rows(scales, seen: jax.Array):
 
     def apply(path, scale):
         p = path_str(path)
-        if p == EMBED:
-            return scale * seen[:, None]
-        if p == HEAD:
-            return scale * seen[None, :]
-        return scale
+        return scale * along_rows(seen, p, scale.ndim) if group(p) == "rows" else scale
 
     return jax.tree_util.tree_map_with_path(apply, scales, is_leaf=lambda x: x is None)

@@ -20,19 +20,22 @@ from jaxadapt.errors import UserError
 # Memory per device (GiB) of the accelerators a plan is usually made for.
 DEVICE_MEMORY_GB = {"tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95, "tpu-v6e": 32, "a100-40gb": 40, "a100-80gb": 80,
                     "h100": 80, "h200": 141}
-PLAN_TRAINABLE = ("full", "lora", "embeddings")
-REMATS = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16")
 
 
 def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str,
-               logits_chunk: int | str = "auto", attention_chunk: int | str = "auto") -> None:
+               logits_chunk: int | str = "auto", attention_chunk: int | str = "auto",
+               compute_dtype: str | None = None) -> None:
     """Reject bad input in the parent, before a subprocess and a compile are paid for."""
-    from jaxadapt.train.config import trainable_parts
+    from jaxadapt.model import REMAT_POLICIES
+    from jaxadapt.train.config import Trainable
 
-    parts = trainable_parts(trainable)
-    if not parts <= set(PLAN_TRAINABLE):
-        raise UserError(f"--trainable {trainable!r}: plan supports {' | '.join(PLAN_TRAINABLE)} (or a '+'-union of "
+    try:
+        rows = Trainable(trainable).rows
+    except UserError as e:
+        raise UserError(f"--trainable {e}") from None
+    if rows == "new":
+        raise UserError(f"--trainable {trainable!r}: plan supports full | lora | embeddings (or a '+'-union of "
                         "them); new_rows trains the same arrays as embeddings, plan that instead")
     for name, value in (("--batch", batch), ("--seq", seq)):
         if value < 1:
@@ -40,85 +43,108 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
     for name, value in (("--logits-chunk", logits_chunk), ("--attention-chunk", attention_chunk)):
         if value != "auto" and (value < 0 or (value and seq % value)):
             raise UserError(f"{name}={value}: expected 0 (no chunking) or a divisor of --seq={seq}")
-    for name, value, allowed in (("--dtype", dtype, DTYPES), ("--remat", remat, REMATS),
+    for name, value, allowed in (("--dtype", dtype, DTYPES), ("--compute-dtype", compute_dtype or dtype, DTYPES),
+                                 ("--remat", remat, tuple(REMAT_POLICIES)),
                                  ("--device", device, tuple(DEVICE_MEMORY_GB))):
         if value not in allowed:
             raise UserError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
 
 
 def compile_plan(model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str = "float32",
-                 remat: str = "none", logits_chunk: int | str = "auto", attention_chunk: int | str = "auto") -> dict:
+                 remat: str = "none", logits_chunk: int | str = "auto", attention_chunk: int | str = "auto",
+                 compute_dtype: str | None = None) -> dict:
     """Compile the train step for `mesh` on this process's devices (the first data*fsdp*tensor of them) and
-    return per-device memory (bytes) and FLOPs per step."""
+    return per-device memory (bytes) and FLOPs per step. `dtype` is model.param_dtype (the parameters and the AdamW
+    moments), `compute_dtype` model.compute_dtype (default: `dtype`)."""
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
     from jaxadapt.config.presets import model_preset
-    from jaxadapt.model import LlamaForCausalLM, Runtime
-    from jaxadapt.perf import train_flops_per_token
     from jaxadapt.sharding import make_mesh
-    from jaxadapt.train.config import LoraConfig, ModelSection, RunConfig, TrainConfig, trainable_parts
-    from jaxadapt.train.lora import add_lora
-    from jaxadapt.train.partition import split_trainable
-    from jaxadapt.train.step import build_step, check_batch_divides, resolve_attention_chunk, trainable_matmul_params
 
     cfg = model_preset(model)
     n = math.prod(mesh.values())
     devices = jax.devices()
     if len(devices) < n:
         raise UserError(f"mesh {mesh} needs {n} devices, this process has {len(devices)}")
-    jmesh = make_mesh(mesh["data"], mesh["fsdp"], mesh["tensor"], devices=devices[:n])
-    rc = RunConfig(model=ModelSection(path=model, param_dtype=dtype, compute_dtype=dtype, remat=remat,
-                                      attention_chunk=attention_chunk),
-                   train=TrainConfig(trainable=trainable, batch_size=batch, seq_len=seq, logits_chunk=logits_chunk),
-                   lora=LoraConfig())
-    check_batch_divides(rc, jmesh)
-    attention_chunk = resolve_attention_chunk(rc, jmesh, cfg)
-    rt = Runtime(param_dtype=dtype, compute_dtype=dtype, remat=remat, attention_chunk=attention_chunk)
+    rc = plan_run_config(model, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk, compute_dtype)
+    return compile_step(rc, make_mesh(**mesh, devices=devices[:n]), cfg)[1]
+
+
+def plan_run_config(model: str, trainable: str, batch: int, seq: int, dtype: str = "float32", remat: str = "none",
+                    logits_chunk: int | str = "auto", attention_chunk: int | str = "auto",
+                    compute_dtype: str | None = None):
+    """The run config a plan compiles: the given settings, everything else (optimizer, LoRA rank) the defaults."""
+    from jaxadapt.train.config import LoraConfig, ModelSection, RunConfig, TrainConfig
+
+    return RunConfig(model=ModelSection(path=model, param_dtype=dtype, compute_dtype=compute_dtype or dtype,
+                                        remat=remat, attention_chunk=attention_chunk),
+                     train=TrainConfig(trainable=trainable, batch_size=batch, seq_len=seq, logits_chunk=logits_chunk),
+                     lora=LoraConfig())
+
+
+def compile_step(rc, mesh, cfg) -> tuple:
+    """The train step of run config `rc` (objective clm) for model `cfg` on `mesh`, compiled from abstract arrays
+    with the runtime `train` would use on these devices (jaxadapt.train.step.train_runtime: XLA's attention on the
+    CPU of `jaxadapt plan`) -> (the executable, the plan: per-device memory in bytes and FLOPs per step). The
+    executable also runs on a real state (scripts/bench/device.py measures it next to its plan)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from jaxadapt.model import LlamaForCausalLM
+    from jaxadapt.perf import train_flops_per_token
+    from jaxadapt.train.lora import add_lora
+    from jaxadapt.train.partition import split_trainable
+    from jaxadapt.train.step import build_step, check_batch_divides, train_runtime, trainable_matmul_params
+
+    check_batch_divides(rc, mesh)
+    rt = train_runtime(rc, mesh, cfg)
+    batch, seq, accum = rc.train.batch_size, rc.train.seq_len, rc.train.grad_accum
 
     def build():
         m = LlamaForCausalLM(cfg, rt, rngs=nnx.Rngs(0))
-        if "lora" in trainable_parts(trainable):
+        if rc.train.trainable.lora:
             add_lora(m, rc.lora)
         return m
 
-    graphdef, params, frozen = split_trainable(nnx.eval_shape(build), trainable)
+    graphdef, params, frozen = split_trainable(nnx.eval_shape(build), rc.train.trainable)
     params, frozen = nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
-    parts = build_step(graphdef, params, frozen, rc, jmesh)
+    parts = build_step(graphdef, params, frozen, rc, mesh)
 
     def with_sharding(tree, shardings):
         return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
-    tokens = jax.ShapeDtypeStruct((1, batch, seq), jnp.int32, sharding=parts.batch_sharding)
-    batch_arg = {k: tokens for k in ("input_ids", "targets", "segment_ids", "positions")}
-    batch_arg["loss_mask"] = jax.ShapeDtypeStruct((1, batch, seq), jnp.float32, sharding=parts.batch_sharding)
+    shape = (accum, batch // accum, seq)
+    batch_arg = {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=parts.batch_sharding)
+                 for k in ("input_ids", "targets", "segment_ids", "positions")}
+    batch_arg["loss_mask"] = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=parts.batch_sharding)
     compiled = parts.step_fn.lower(with_sharding(parts.abstract_state, parts.state_shardings),
                                    with_sharding(parts.abstract_frozen, parts.frozen_shardings), batch_arg).compile()
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     per_token = train_flops_per_token(cfg, seq, trainable_matmul_params(cfg, params, frozen))
-    out = {"devices": n, "arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
+    out = {"devices": mesh.size, "arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
            "aliased": mem.alias_size_in_bytes, "temps": mem.temp_size_in_bytes,
            "xla_flops_per_device": float((cost or {}).get("flops", 0.0)),
            "analytic_flops_per_step": per_token * batch * seq,
            "trainable_params": sum(int(x.size) for x in jax.tree.leaves(params)),
            "frozen_params": sum(int(x.size) for x in jax.tree.leaves(frozen)), "logits_chunk": parts.logits_chunk,
-           "attention_chunk": attention_chunk}
+           "attention_chunk": rt.attention_chunk}
     # Donated state is aliased into the outputs: those bytes are counted once.
     out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temps"]
-    return out
+    return compiled, out
 
 
 def report(plan: dict, model: str, mesh: dict[str, int], trainable: str, batch: int, seq: int, dtype: str,
-           remat: str, device: str, device_memory_gb: float) -> str:
+           remat: str, device: str, device_memory_gb: float, compute_dtype: str | None = None) -> str:
     fits = plan["total"] <= device_memory_gb * 1024 ** 3
     logits_chunk, attention_chunk = plan["logits_chunk"], plan["attention_chunk"]
     mesh_s = ",".join(f"{k}={v}" for k, v in mesh.items())
     return "\n".join([
         f"plan: {model}, mesh {mesh_s} ({plan['devices']} devices), trainable={trainable}, batch {batch} x {seq}, "
-        f"{dtype}, remat={remat}" + (f", logits in chunks of {logits_chunk} positions" if logits_chunk else "")
+        + (f"{dtype}" if (compute_dtype or dtype) == dtype else f"{dtype} params, {compute_dtype} compute")
+        + f", remat={remat}" + (f", logits in chunks of {logits_chunk} positions" if logits_chunk else "")
         + (f", attention in chunks of {attention_chunk} queries" if attention_chunk else ""),
         f"params: {plan['trainable_params'] / 1e6:,.1f}M trainable, {plan['frozen_params'] / 1e6:,.1f}M frozen",
         "per-device memory (XLA memory_analysis):",
@@ -130,7 +156,9 @@ def report(plan: dict, model: str, mesh: dict[str, int], trainable: str, batch: 
         f"FLOPs per step: analytic {plan['analytic_flops_per_step']:.3e} (jaxadapt.perf, all devices); "
         f"XLA cost_analysis {plan['xla_flops_per_device']:.3e} per device "
         "(XLA counts a scanned loop body once, so this undercounts the layers)",
-    ])
+    ] + ([] if (compute_dtype or dtype) == "float32" else [
+        "note: XLA on CPU keeps bfloat16 activations in float32, so this over-predicts a bfloat16 step on an "
+        "accelerator: an H200 peaked at 0.50-0.55x of this total for Llama-3.2-1B (README, Performance)"]))
 
 
 def _size(n: float) -> str:
@@ -142,7 +170,7 @@ def _size(n: float) -> str:
 
 def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: int, dtype: str, remat: str,
                  device: str, device_memory_gb: float | None, logits_chunk: int | str = "auto",
-                 attention_chunk: int | str = "auto") -> str:
+                 attention_chunk: int | str = "auto", compute_dtype: str | None = None) -> str:
     """Validate, then compile in a subprocess with N simulated devices; the printable report."""
     from jaxadapt.config.presets import model_preset
     from jaxadapt.sharding import parse_mesh
@@ -150,13 +178,14 @@ def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: in
     mesh = parse_mesh(mesh_spec)
     logits_chunk = _chunk_arg("--logits-chunk", logits_chunk, seq)
     attention_chunk = _chunk_arg("--attention-chunk", attention_chunk, seq)
-    check_args(trainable, batch, seq, dtype, remat, device, logits_chunk, attention_chunk)
+    check_args(trainable, batch, seq, dtype, remat, device, logits_chunk, attention_chunk, compute_dtype)
     model_preset(model)  # an unknown preset or a missing file fails here, before the subprocess
     n = math.prod(mesh.values())
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     flags.append(f"--xla_force_host_platform_device_count={n}")
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
-    args = json.dumps([model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk])
+    args = json.dumps([model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk,
+                       compute_dtype])
     proc = subprocess.run([sys.executable, "-m", "jaxadapt.train.plan", args], capture_output=True, text=True,
                           env=env)
     last = proc.stdout.strip().splitlines()[-1:] or [""]
@@ -166,7 +195,7 @@ def plan_command(model: str, mesh_spec: str, trainable: str, batch: int, seq: in
     if "error" in result:
         raise UserError(result["error"])
     gb = device_memory_gb if device_memory_gb is not None else DEVICE_MEMORY_GB[device]
-    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb)
+    return report(result, model, mesh, trainable, batch, seq, dtype, remat, device, gb, compute_dtype)
 
 
 def _chunk_arg(name: str, value: int | str, seq: int) -> int | str:
@@ -180,9 +209,8 @@ def _chunk_arg(name: str, value: int | str, seq: int) -> int | str:
 
 def _child(argv: list[str]) -> None:
     """The subprocess: compile and print one JSON line (a UserError becomes {"error": ...})."""
-    model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk = json.loads(argv[0])
     try:
-        out = compile_plan(model, mesh, trainable, batch, seq, dtype, remat, logits_chunk, attention_chunk)
+        out = compile_plan(*json.loads(argv[0]))
     except UserError as e:
         out = {"error": str(e)}
     print(json.dumps(out), flush=True)

@@ -4,6 +4,18 @@ shardings and a donated state, accumulate gradients over micro-batches inside th
 State (what a checkpoint holds): {"params": trainable params (pure dict), "opt_state", "step", "rng"}.
 Frozen params are an argument, not a constant, so they stay sharded and are not baked into the executable.
 Batches arrive as [grad_accum, micro_batch, seq] arrays sharded over (data, fsdp) on the micro-batch axis.
+
+Mixed precision (model.param_dtype float32, model.compute_dtype bfloat16, what accelerators run): the float32
+parameters are the master copy. Their gradients (autodiff of a cast returns the input's dtype), the sum of gradients
+over micro-batches, clipping and AdamW's moments (optax keeps them in the parameters' dtype) are float32, and so are
+the updates. Compute is bfloat16: each Linear casts its kernel at use (jaxadapt.model.Linear; under FSDP the layer is
+cast before its all-gather, jaxadapt.sharding.constrain_layer) and the activations between layers are bfloat16;
+RMSNorm's statistics and the attention softmax are float32. The LM head's bfloat16 product is widened to float32
+logits before the log-softmax (jaxadapt.model.project), and the loss, token counts and metrics are float32
+(jaxadapt.train.loss). tests/train/test_mixed_precision.py bounds a bfloat16 step against float32 (loss within 1e-3,
+each gradient within 6% relative L2). param_dtype bfloat16 is pure bfloat16 training, not mixed precision: the
+parameters and moments are bfloat16 with no float32 copy (half the state's memory), and an update smaller than
+bfloat16's resolution (~0.4% of a weight) is rounded away.
 """
 
 from __future__ import annotations
@@ -19,12 +31,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxadapt.config import ModelConfig
 from jaxadapt.errors import UserError
+from jaxadapt.model import Runtime
 from jaxadapt.sharding import LOGICAL_TO_MESH, logical_size, param_mesh, path_str, per_device, tree_shardings
 from jaxadapt.train.chunking import auto_attention_chunk, auto_logits_chunk
 from jaxadapt.train.config import RunConfig
 from jaxadapt.train.loss import OBJECTIVES, sequence_logprobs
 from jaxadapt.train.optim import make_optimizer, schedule
-from jaxadapt.train.partition import seen_tokens, split_trainable, update_scales, with_seen_rows
+from jaxadapt.train.partition import group, seen_tokens, split_trainable, update_scales, with_seen_rows
 
 
 def batch_axis_size(mesh: Mesh) -> int:
@@ -71,7 +84,7 @@ def trainable_matmul_params(model_config, params, frozen_model) -> int | None:
                                              for p, _ in jax.tree_util.tree_flatten_with_path(frozen_model)[0]):
         tied = model_config.tie_word_embeddings
         return sum(int(x.size) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
-                   if "lora_" in path_str(p) or path_str(p) == "lm_head/kernel"
+                   if group(path_str(p)) == "lora" or path_str(p) == "lm_head/kernel"
                    or (tied and path_str(p) == "model/embed_tokens/embedding"))
     return None
 
@@ -110,29 +123,55 @@ def resolve_logits_chunk(cfg: RunConfig, mesh: Mesh, vocab: int) -> int:
         else t.logits_chunk
 
 
-def resolve_attention_impl(cfg: RunConfig, compute_dtype: str | None = None) -> str | None:
-    """model.attention_impl as the kernel to use. "auto": cuDNN's fused attention on a GPU computing in bfloat16 or
-    float16 (it takes no float32), XLA's elsewhere. On an H200 cuDNN's bfloat16 logits and gradients were as close to
-    float32 XLA as XLA's own bfloat16 ones (packed rows, sliding window; scripts/bench/device.py --check-attention)
-    and its training step 2.4x as fast, holding no scores; TPU's splash kernel is not wired yet."""
+def resolve_attention_impl(cfg: RunConfig, compute_dtype: str | None = None, *, model_cfg: ModelConfig | None = None,
+                           training: bool = True) -> str | None:
+    """model.attention_impl as the kernel to use. "auto": splash attention on a TPU (jaxadapt.splash, Pallas's
+    block-sparse flash kernel), cuDNN's fused attention on a GPU computing in bfloat16 or float16 (it takes no
+    float32) unless the model soft-caps its attention scores (Gemma-2: cuDNN cannot), XLA's elsewhere. On an H200
+    cuDNN's bfloat16 logits and gradients were as close to float32 XLA as XLA's own bfloat16 ones (packed rows,
+    sliding window; scripts/bench/device.py --check-attention) and its training step much faster, holding no scores
+    (README, Performance).
+    "splash" off a TPU is refused for training (Pallas could only interpret it there); a finished run restored
+    elsewhere (`training=False`: export, eval) computes as "auto" would. `model_cfg`: the architecture, when known."""
     impl = cfg.model.attention_impl
+    platform = jax.devices()[0].platform
+    if impl == "splash" and platform != "tpu":
+        if training:
+            raise UserError(f"model.attention_impl: splash runs on a TPU only (Pallas's TPU kernel), and this is a "
+                            f"{platform}; use auto, xla or cudnn")
+        impl = "auto"
+    capped = model_cfg is not None and model_cfg.attn_logit_softcapping is not None
+    if impl == "cudnn" and capped:
+        raise UserError(f"model.attention_impl: cudnn has no soft-capped attention scores, which this "
+                        f"{model_cfg.model_type} model uses (attn_logit_softcapping={model_cfg.attn_logit_softcapping})"
+                        "; use auto, xla or splash")
     if impl != "auto":
         return impl
+    if platform == "tpu":
+        return "splash"
     dtype = compute_dtype or cfg.model.compute_dtype
-    return "cudnn" if jax.devices()[0].platform == "gpu" and dtype in ("bfloat16", "float16") else "xla"
+    return "cudnn" if platform == "gpu" and dtype in ("bfloat16", "float16") and not capped else "xla"
 
 
 def resolve_attention_chunk(cfg: RunConfig, mesh: Mesh, model_cfg: ModelConfig) -> int:
     """model.attention_chunk as a number: "auto" sizes it for the rows and query heads one device holds (heads are
-    split over the tensor axis); 0 with attention_impl cudnn, whose fused kernel keeps no scores."""
+    split over the tensor axis); 0 with attention_impl cudnn or splash, whose fused kernels keep no scores."""
     chunk = cfg.model.attention_chunk
     if chunk != "auto":
         return chunk
-    if resolve_attention_impl(cfg) == "cudnn":
+    if resolve_attention_impl(cfg, model_cfg=model_cfg) in ("cudnn", "splash"):
         return 0
     heads = per_device(model_cfg.num_attention_heads, mesh, "heads")
     return auto_attention_chunk(rows_per_device(cfg, mesh), heads, cfg.train.seq_len, model_cfg.num_hidden_layers,
                                 cfg.model.remat)
+
+
+def train_runtime(cfg: RunConfig, mesh: Mesh, model_cfg: ModelConfig):
+    """The model's Runtime for training run `cfg` on `mesh`: its dtypes and remat, the attention kernel and chunk
+    resolved for these devices."""
+    return Runtime(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype, remat=cfg.model.remat,
+                   attention_impl=resolve_attention_impl(cfg, model_cfg=model_cfg),
+                   attention_chunk=resolve_attention_chunk(cfg, mesh, model_cfg))
 
 
 def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_vocab: int | None = None) -> StepParts:
@@ -145,7 +184,7 @@ def build_step(graphdef, params, frozen_model, cfg: RunConfig, mesh: Mesh, old_v
     opt = make_optimizer(cfg.optim, t.steps)
     objective = OBJECTIVES[t.objective]
     lr_fn = schedule(cfg.optim, t.steps)
-    dropout = cfg.lora.dropout > 0 and "lora" in t.trainable
+    dropout = cfg.lora.dropout > 0 and t.trainable.lora
     embed = [tree["model"]["embed_tokens"]["embedding"] for tree in (params, frozen_model)
              if "embed_tokens" in tree.get("model", {})][0]
     chunk = resolve_logits_chunk(cfg, mesh, embed.shape[0])

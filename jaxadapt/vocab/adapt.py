@@ -24,17 +24,21 @@ from jaxadapt.vocab.tokdir import (
     read_origin,
     read_tokenizer,
 )
-from jaxadapt.vocab.transform import Transform, build_transform, read_mapping
+from jaxadapt.vocab.transform import AUX_K, AUX_METHODS, Transform, build_transform, read_mapping
 
 ADAPTATION_FILE = "adaptation.json"
 
 
 def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int = 128, seed: int = 0,
-          dtype: str | None = None) -> Path:
+          dtype: str | None = None, aux_corpus: list | None = None, aux_max_mb: float | None = None,
+          aux_k: int = AUX_K, aux_mix: float = 1.0) -> Path:
     """Write `out`: model_dir's model with `tokenizer`'s vocabulary, new rows initialised by `init`.
 
-    init: mean | wmean | merge | mean-all | random | mapping:FILE. The old tokenizer is model_dir's own unless
-    old_tokenizer is given. Everything is checked before the model is loaded; nothing is written on error.
+    init: mean | wmean | merge | mean-all | random | mapping:FILE | focus | knn | omp. The old tokenizer is
+    model_dir's own unless old_tokenizer is given. focus / knn / omp train auxiliary fastText vectors of the new
+    tokens on aux_corpus (target-language text; at most aux_max_mb MB of each file), seeded by `seed`; knn / omp
+    combine aux_k anchors per token; aux_mix < 1 blends each combined row with the token's wmean decomposition.
+    Everything is checked before the model is loaded; nothing is written on error.
     """
     model_dir = resolve(model_dir)
     hf_cfg = read_hf_config(model_dir)
@@ -47,10 +51,23 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     check_pair(model_dir, cfg, old, new, read_origin(new.source))
     if pad_to < 1:
         raise UserError(f"--pad-to {pad_to}: expected a positive multiple")
-    method, mapping = init, None
+    if (init in AUX_METHODS) != bool(aux_corpus):
+        raise UserError(f"--init {init} needs --aux-corpus (target-language text for its auxiliary vectors)"
+                        if init in AUX_METHODS else f"--aux-corpus is used by --init {'/'.join(AUX_METHODS)} only, "
+                                                    f"not by --init {init}")
+    if aux_k < 1 or not 0.0 <= aux_mix <= 1.0:
+        raise UserError(f"--aux-k {aux_k} / --aux-mix {aux_mix}: expected a positive number of anchors and a share "
+                        "between 0 and 1")
+    method, mapping, aux = init, None, None
     if init.startswith("mapping:"):
         method, mapping = "mapping", read_mapping(init.split(":", 1)[1], old, new)
-    transform = build_transform(old, new, method, mapping)
+    if init in AUX_METHODS:
+        from jaxadapt.vocab.auxvec import train_aux
+        from jaxadapt.vocab.corpus import read_corpora
+
+        texts = read_corpora(aux_corpus, None if aux_max_mb is None else int(aux_max_mb * 2**20))
+        aux = train_aux(new, texts, seed=seed)
+    transform = build_transform(old, new, method, mapping, aux, aux_k, aux_mix)
     dtype = check_dtype(dtype or checkpoint_dtype(model_dir))
 
     padded = -(-new.size // pad_to) * pad_to
@@ -70,6 +87,9 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
         "counts": transform.counts(), "model": str(model_dir), "tokenizer": str(tokenizer),
         "old_tokenizer_fingerprint": old.fingerprint(), "seed": seed,
     }
+    if aux is not None:
+        record["aux"] = {"corpus": [str(c) for c in aux_corpus], "max_mb": aux_max_mb, "k": aux_k, "mix": aux_mix,
+                         "tokens": int(aux.counts.sum()), "trained_vectors": int(aux.trained.sum())}
     return rewrite(model_dir, out, out_cfg, dtype, replace=replace, tokenizer=new.source,
                    extra_files={ADAPTATION_FILE: json.dumps(record, indent=2)})
 

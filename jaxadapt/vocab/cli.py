@@ -1,23 +1,27 @@
-"""`jaxadapt tokenizer ...` (train, extend, stats) and `jaxadapt vocab adapt`: thin wrappers over jaxadapt.vocab."""
+"""`jaxadapt tokenizer ...` (train, extend, stats) and `jaxadapt vocab ...` (adapt, map): thin wrappers over
+jaxadapt.vocab. Each command is a typed function (options as `Annotated` types, plain defaults), so a recipe stage
+(`tokenizer_train`, `vocab_adapt`, ...) calls it as the CLI does."""
 
 from __future__ import annotations
 
 import json
+from typing import Annotated, Optional
 
 import typer
 
 from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import check_file_output, check_output
-from jaxadapt.options import OVERWRITE
+from jaxadapt.options import Overwrite
 
 tokenizer_app = typer.Typer(no_args_is_help=True, add_completion=False,
                             help="Train, extend and measure tokenizers for a target language.")
 vocab_app = typer.Typer(no_args_is_help=True, add_completion=False,
                         help="Give a model a new vocabulary (embedding initialisation).")
 
-CORPUS = typer.Option(..., "--corpus", help="A .jsonl (text field) or text file, dir, glob or URL (gs://...), or "
-                                            "debian:LANG; repeat for more.")
-MAX_MB = typer.Option(None, "--max-mb", help="Read at most this many MB of text from each corpus.")
+Corpus = Annotated[list[str], typer.Option("--corpus", help="A .jsonl (text field) or text file, dir, glob or URL "
+                                                             "(gs://...), or debian:LANG; repeat for more.")]
+MaxMb = Annotated[Optional[float], typer.Option("--max-mb", help="Read at most this many MB of text from each "
+                                                                 "corpus.")]
 
 
 def _texts(corpus: list[str], max_mb: float | None) -> list[str]:
@@ -28,16 +32,17 @@ def _texts(corpus: list[str], max_mb: float | None) -> list[str]:
 
 @tokenizer_app.command("train")
 def train_cmd(
-    corpus: list[str] = CORPUS,
-    vocab_size: int = typer.Option(..., "--vocab-size",
-                                   help="Size of the vocabulary, special and byte tokens included."),
-    kind: str = typer.Option("bpe", help="bpe (byte-level), spm-bpe (▁ + byte fallback) or unigram."),
-    out: str = typer.Option(..., "--out", help="The tokenizer directory to write (a path or a gs:// URL)."),
-    split_digits: bool = typer.Option(True, help="Make every digit its own token."),
-    special_token: list[str] | None = typer.Option(None, "--special-token",
-                                                      help="A special token (repeat); default per kind."),
-    max_mb: float | None = MAX_MB,
-    overwrite: bool = OVERWRITE,
+    *,
+    corpus: Corpus,
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="Size of the vocabulary, special and byte tokens "
+                                                                 "included.")],
+    kind: Annotated[str, typer.Option(help="bpe (byte-level), spm-bpe (▁ + byte fallback) or unigram.")] = "bpe",
+    out: Annotated[str, typer.Option("--out", help="The tokenizer directory to write (a path or a gs:// URL).")],
+    split_digits: Annotated[bool, typer.Option(help="Make every digit its own token.")] = True,
+    special_token: Annotated[Optional[list[str]], typer.Option("--special-token", help="A special token (repeat); "
+                                                                                       "default per kind.")] = None,
+    max_mb: MaxMb = None,
+    overwrite: Overwrite = False,
 ):
     """Train a new tokenizer from scratch on target-language text."""
     from jaxadapt.vocab.tokdir import write_tokenizer_dir
@@ -53,26 +58,31 @@ def train_cmd(
 
 @tokenizer_app.command("extend")
 def extend_cmd(
-    base: str = typer.Option(..., "--base", help="A model or tokenizer dir with tokenizer.json, or a hub id."),
-    corpus: list[str] = CORPUS,
-    out: str = typer.Option(..., "--out", help="The tokenizer directory to write (a path or a gs:// URL)."),
-    add: int | None = typer.Option(None, "--add", help="How many new tokens to learn and append."),
-    merge_priority: str = typer.Option("low", help="low: new merges after the old ones; high: before them."),
-    replace: bool = typer.Option(False, "--replace", help="Make a stand-alone tokenizer of --vocab-size tokens."),
-    optimize: float | None = typer.Option(None, "--optimize", metavar="KEEP_FRACTION",
-                                             help="Keep this share of the old tokens (most used on the corpus), "
-                                                  "refill with new ones."),
-    vocab_size: int | None = typer.Option(None, "--vocab-size",
-                                             help="--replace: the new size; --optimize: the final size "
-                                                  "(default: the base's)."),
-    protect: list[str] = typer.Option([], "--protect",
-                                       help="Text of a language the new merges should leave alone (e.g. a related "
-                                            "language the model is not trained on); repeat for more."),
-    protect_weight: float = typer.Option(1.0, "--protect-weight",
-                                         help="How strongly --protect text vetoes a merge (1: a merge is learned "
-                                              "only if the target uses it more, per byte, than the protected text)."),
-    max_mb: float | None = MAX_MB,
-    overwrite: bool = OVERWRITE,
+    *,
+    base: Annotated[str, typer.Option("--base", help="A model or tokenizer dir with tokenizer.json, or a hub id.")],
+    corpus: Corpus,
+    out: Annotated[str, typer.Option("--out", help="The tokenizer directory to write (a path or a gs:// URL).")],
+    add: Annotated[Optional[int], typer.Option("--add", help="How many new tokens to learn and append.")] = None,
+    merge_priority: Annotated[str, typer.Option(help="low: new merges after the old ones; high: before "
+                                                     "them.")] = "low",
+    replace: Annotated[bool, typer.Option("--replace", help="Make a stand-alone tokenizer of --vocab-size "
+                                                            "tokens.")] = False,
+    optimize: Annotated[Optional[float], typer.Option("--optimize", metavar="KEEP_FRACTION",
+                                                      help="Keep this share of the old tokens (most used on the "
+                                                           "corpus), refill with new ones.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size",
+                                                      help="--replace: the new size; --optimize: the final size "
+                                                           "(default: the base's).")] = None,
+    protect: Annotated[Optional[list[str]], typer.Option("--protect",
+                                                         help="Text of a language the new merges should leave alone "
+                                                              "(e.g. a related language the model is not trained "
+                                                              "on); repeat for more.")] = None,
+    protect_weight: Annotated[float, typer.Option("--protect-weight",
+                                                  help="How strongly --protect text vetoes a merge (1: a merge is "
+                                                       "learned only if the target uses it more, per byte, than the "
+                                                       "protected text).")] = 1.0,
+    max_mb: MaxMb = None,
+    overwrite: Overwrite = False,
 ):
     """Extend a tokenizer with target-language tokens, keeping every old id (or --replace / --optimize it)."""
     from jaxadapt.vocab.extend import extend
@@ -88,7 +98,7 @@ def extend_cmd(
         raise UserError("--add N is required (or --replace / --optimize)")
     if protect and (replace or optimize is not None):
         raise UserError("--protect applies to extension only, not to --replace / --optimize")
-    check_output(out, [base, *corpus, *protect], overwrite)
+    check_output(out, [base, *corpus, *(protect or ())], overwrite)
     base_tok = read_tokenizer(base)
     texts = _texts(corpus, max_mb)
     origin = {"base": str(base), "base_fingerprint": base_tok.fingerprint(), "base_vocab_size": base_tok.size,
@@ -110,13 +120,14 @@ def extend_cmd(
 
 @tokenizer_app.command("stats")
 def stats_cmd(
-    tokenizer: list[str] = typer.Option(..., "--tokenizer", help="A tokenizer or model dir, or a hub id; repeat to "
-                                                                "compare."),
-    corpus: list[str] = CORPUS,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    json_out: str | None = typer.Option(None, "--json-out", help="Also write the JSON to this file (a path or a "
-                                                                "gs:// URL)."),
-    max_mb: float | None = MAX_MB,
+    *,
+    tokenizer: Annotated[list[str], typer.Option("--tokenizer", help="A tokenizer or model dir, or a hub id; repeat "
+                                                                     "to compare.")],
+    corpus: Corpus,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: Annotated[Optional[str], typer.Option("--json-out", help="Also write the JSON to this file (a path or "
+                                                                       "a gs:// URL).")] = None,
+    max_mb: MaxMb = None,
 ):
     """Characters/bytes per token, tokens per word and line, words split, byte-fallback rate per corpus."""
     from jaxadapt.vocab.corpus import read_corpus
@@ -140,21 +151,81 @@ def stats_cmd(
 
 @vocab_app.command("adapt")
 def adapt_cmd(
-    model: str = typer.Option(..., "--model", help="An HF model dir or a hub id (with its tokenizer)."),
-    tokenizer: str = typer.Option(..., "--tokenizer", help="The new tokenizer (dir with tokenizer.json, or a hub id)."),
-    init: str = typer.Option("mean", "--init", help="mean | wmean | merge | mean-all | random | mapping:FILE"),
-    out: str = typer.Option(..., "--out", help="The HF model dir to write (a path or a gs:// URL)."),
-    old_tokenizer: str | None = typer.Option(None, "--old-tokenizer", help="The model's tokenizer, if not in --model."),
-    pad_to: int = typer.Option(128, "--pad-to", help="Pad the vocabulary to a multiple of this."),
-    seed: int = typer.Option(0, help="Seed of --init random."),
-    dtype: str | None = typer.Option(None, help="Parameter dtype written (default: the model's)."),
-    overwrite: bool = OVERWRITE,
+    *,
+    model: Annotated[str, typer.Option("--model", help="An HF model dir or a hub id (with its tokenizer).")],
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="The new tokenizer (dir with tokenizer.json, or a hub "
+                                                               "id).")],
+    init: Annotated[str, typer.Option("--init", help="mean | wmean | merge | mean-all | random | mapping:FILE | "
+                                                     "focus | knn | omp (these three need --aux-corpus)")] = "mean",
+    out: Annotated[str, typer.Option("--out", help="The HF model dir to write (a path or a gs:// URL).")],
+    old_tokenizer: Annotated[Optional[str], typer.Option("--old-tokenizer", help="The model's tokenizer, if not in "
+                                                                                 "--model.")] = None,
+    pad_to: Annotated[int, typer.Option("--pad-to", help="Pad the vocabulary to a multiple of this.")] = 128,
+    seed: Annotated[int, typer.Option(help="Seed of --init random and of the auxiliary fastText vectors.")] = 0,
+    dtype: Annotated[Optional[str], typer.Option(help="Parameter dtype written (default: the model's).")] = None,
+    aux_corpus: Annotated[Optional[list[str]], typer.Option(
+        "--aux-corpus", help="--init focus/knn/omp: target-language text (as --corpus of tokenizer train) that "
+                             "auxiliary fastText vectors of the new tokens learn from; repeat for more.")] = None,
+    aux_max_mb: Annotated[Optional[float], typer.Option("--aux-max-mb", help="Read at most this many MB of each "
+                                                                             "--aux-corpus.")] = None,
+    aux_k: Annotated[int, typer.Option("--aux-k", help="--init knn/omp: anchor tokens combined per new "
+                                                       "token.")] = 16,
+    aux_mix: Annotated[float, typer.Option("--aux-mix", help="--init focus/knn/omp: share of the combination in "
+                                                             "each row; the rest is the token's wmean "
+                                                             "decomposition.")] = 1.0,
+    overwrite: Overwrite = False,
 ):
     """Build embeddings (and an untied LM head) for a new tokenizer's vocabulary; old tokens keep their rows."""
     from jaxadapt.vocab.adapt import ADAPTATION_FILE, adapt
 
-    check_output(out, [model, tokenizer, old_tokenizer], overwrite)
-    path = adapt(model, tokenizer, init, out, old_tokenizer=old_tokenizer, pad_to=pad_to, seed=seed, dtype=dtype)
+    aux_corpus = aux_corpus or []
+    check_output(out, [model, tokenizer, old_tokenizer, *aux_corpus], overwrite)
+    path = adapt(model, tokenizer, init, out, old_tokenizer=old_tokenizer, pad_to=pad_to, seed=seed, dtype=dtype,
+                 aux_corpus=aux_corpus, aux_max_mb=aux_max_mb, aux_k=aux_k, aux_mix=aux_mix)
     record = json.loads((path / ADAPTATION_FILE).read_text())
     typer.echo(f"wrote {path} (vocab {record['old_vocab_size']} -> {record['new_vocab_size']}, padded to "
                f"{record['padded_vocab_size']}; rows: {record['counts']})")
+
+
+@vocab_app.command("map")
+def map_cmd(
+    *,
+    source_tokenizer: Annotated[str, typer.Option("--source-tokenizer", help="The old tokenizer (the model's), which "
+                                                                             "spells the source side.")],
+    target_tokenizer: Annotated[str, typer.Option("--target-tokenizer", help="The new tokenizer, which spells the "
+                                                                             "target side.")],
+    parallel: Annotated[tuple[str, str], typer.Option("--parallel", metavar="SRC TGT",
+                                                      help="Two line-aligned files, source language first: JSONL "
+                                                           "with a 'text' field (as `data parallel` writes) or plain "
+                                                           "text.")],
+    out: Annotated[str, typer.Option("--out", help="The mapping JSON to write, for `vocab adapt --init "
+                                                   "mapping:FILE`.")],
+    aligner: Annotated[str, typer.Option(help="eflomal (Bayesian HMM + fertility) or fast_align.")] = "eflomal",
+    iterations: Annotated[Optional[int], typer.Option(help="Alignment sweeps (default: eflomal's schedule, "
+                                                           "~5000/sqrt(pairs); fast_align 5).")] = None,
+    min_count: Annotated[float, typer.Option(help="Leave out new tokens aligned fewer times (vocab adapt then "
+                                                  "initialises them as --init mean).")] = 2.0,
+    min_prob: Annotated[float, typer.Option(help="Drop old tokens whose translation probability is below "
+                                                 "this.")] = 0.01,
+    max_sources: Annotated[int, typer.Option(help="Keep at most this many old tokens per new token.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of eflomal's sampler.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file at --out.")] = False,
+):
+    """Trans-tokenization: word-align parallel text and write, per new token, the old tokens it translates to."""
+    from pathlib import Path
+
+    from jaxadapt import fs
+    from jaxadapt.vocab.transtok import map_parallel
+
+    check_file_output(out, "--out")
+    if not fs.is_url(out):
+        if Path(out).exists() and not overwrite:
+            raise UserError(f"--out {out}: exists; pass --overwrite to replace it, or choose another path")
+        if any(Path(out).resolve() == Path(p).resolve() for p in parallel):
+            raise UserError(f"--out {out}: is one of the --parallel files")
+    stats = map_parallel(source_tokenizer, target_tokenizer, *parallel, out, aligner, iterations, min_count,
+                         min_prob, max_sources, seed)
+    typer.echo(f"wrote {out}: {stats['mapped_new_tokens']} of {stats['new_vocab']} new tokens mapped "
+               f"({stats['mapped_share_of_target_tokens']:.1%} of the target text's tokens), "
+               f"{stats['mean_sources_per_token']} old tokens each on average, from {stats['pairs']} pairs "
+               f"({stats['links']} word links)")

@@ -4,6 +4,10 @@ new_rows = T · [E_old; mean(E_old)]: T is sparse [new vocab, old vocab + 1], it
 all old rows, so mean-all rows and empty decompositions stay sparse too. Tokens the old vocabulary has (by string,
 else by the bytes they stand for) and special tokens (by name) copy their old row; the rest follow the method.
 LEP's "conversion" propagation needs exactly this T (built with "mean"), so it is a value of its own.
+focus / knn / omp weigh the shared tokens by auxiliary vectors of the new tokens (auxvec.py, anchors.py); a new token
+without a usable auxiliary vector gets the mean of its old-token decomposition instead. With mix < 1 a combined row is
+mix * (the combination) + (1 - mix) * (the token's wmean decomposition): the combination brings what the token means
+in the target language, the decomposition which token it is (EXPERIMENTS.md (g)).
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from jaxadapt.errors import UserError
+from jaxadapt.vocab.anchors import combine
+from jaxadapt.vocab.auxvec import AuxVectors
 from jaxadapt.vocab.surface import Decomposer, style, token_bytes
 from jaxadapt.vocab.tokdir import BYTE_TOKEN, TokenizerDir
 
-METHODS = ("mean", "wmean", "merge", "mean-all", "random", "mapping")
+METHODS = ("mean", "wmean", "merge", "mean-all", "random", "mapping", "focus", "knn", "omp")
+AUX_METHODS = ("focus", "knn", "omp")  # need auxiliary vectors (--aux-corpus)
+AUX_K = 16  # knn / omp: anchors per new token
 WMEAN_DECAY = 0.5  # wmean: weight of the i-th piece ∝ exp(-WMEAN_DECAY * i)
 WMEAN_SPACE = 0.1  # wmean: relative weight of a piece that is only whitespace
 _CHUNK = 4096
@@ -68,11 +76,20 @@ class Transform:
 
 
 def build_transform(old: TokenizerDir, new: TokenizerDir, method: str = "mean",
-                    mapping: dict[str, list[tuple[str, float]]] | None = None) -> Transform:
-    """T for initialising `new`'s rows from `old`'s. mapping: new token -> [(old token, weight)] ("mapping")."""
+                    mapping: dict[str, list[tuple[str, float]]] | None = None, aux: AuxVectors | None = None,
+                    k: int = AUX_K, mix: float = 1.0) -> Transform:
+    """T for initialising `new`'s rows from `old`'s. mapping: new token -> [(old token, weight)] ("mapping");
+    aux: auxiliary vectors of `new`'s tokens (focus, knn, omp), k: anchors per token (knn, omp), mix: the share of
+    the combination in a combined row, the rest being the token's wmean decomposition."""
     if method not in METHODS:
         raise UserError(f"--init {method!r}: expected one of {METHODS} (mapping as mapping:FILE)")
+    if method in AUX_METHODS and aux is None:
+        raise UserError(f"--init {method} needs auxiliary vectors: pass --aux-corpus with target-language text")
+    if not 0.0 <= mix <= 1.0:
+        raise UserError(f"--aux-mix {mix}: expected a share between 0 and 1")
     rule = _Rows(old, new, method, mapping or {})
+    if method in AUX_METHODS:
+        rule.combined = _combined(rule, new, method, aux, k, mix)
     rows, cols, vals, kinds = [], [], [], []
     copy_from = np.full(new.size, -1, np.int64)
     for new_id, tok in enumerate(new.tokens):
@@ -105,6 +122,7 @@ class _Rows:
         for a, b in (new.merges if new.model.get("type") == "BPE" else []):
             self.makers.setdefault(a + b, (a, b))
         self.memo: dict[str, dict[int, float]] = {}
+        self.combined: dict[str, dict[int, float]] = {}  # focus / knn / omp: new token -> old id -> weight
 
     def __call__(self, tok: str | None) -> tuple[dict[int, float], str]:
         mean_all = {self.old.size: 1.0}
@@ -121,6 +139,8 @@ class _Rows:
             return self.merged(tok), "merge"
         if self.method == "mapping" and tok in self.mapping:
             return {self.old.vocab[o]: w for o, w in self.mapping[tok]}, "mapping"
+        if tok in self.combined:
+            return self.combined[tok], self.method
         ids = self.decompose(token_bytes(tok, self.new_style))
         if not ids:
             return mean_all, "fallback"
@@ -151,6 +171,43 @@ class _Rows:
             else:  # no merge builds it (an alphabet character): its decomposition's mean
                 self.memo[tok] = _mean(self.decompose(token_bytes(tok, self.new_style))) or {self.old.size: 1.0}
         return self.memo[tok]
+
+
+def _combined(rule: _Rows, new: TokenizerDir, method: str, aux: AuxVectors, k: int,
+              mix: float) -> dict[str, dict[int, float]]:
+    """Weights over old ids for each new token that has an auxiliary vector, from the anchors: shared tokens whose
+    auxiliary vector was trained (seen often enough in the auxiliary corpus)."""
+    if aux.vectors.shape[0] != new.size:
+        raise ValueError(f"auxiliary vectors for {aux.vectors.shape[0]} tokens, the new tokenizer has {new.size}")
+    anchors, old_ids, targets = [], [], []
+    for i, tok in enumerate(new.tokens):
+        if tok is None or tok in rule.new_added:
+            continue
+        j = rule.old_id(tok)
+        if j is not None and aux.trained[i]:
+            anchors.append(i)
+            old_ids.append(j)
+        elif j is None and aux.usable[i]:
+            targets.append(i)
+    if not anchors:
+        raise UserError(f"--init {method}: no token of the new vocabulary is both in the old one and frequent in the "
+                        "auxiliary corpus, so there is nothing to combine; give more target-language text or use mean")
+    weights = combine(method, aux.vectors[targets], aux.vectors[anchors], k).tocsr()
+    old_ids = np.asarray(old_ids)
+    out = {}
+    for r, i in enumerate(targets):
+        lo, hi = weights.indptr[r], weights.indptr[r + 1]
+        ids = rule.decompose(token_bytes(new.tokens[i], rule.new_style)) if mix < 1 else []
+        share = mix if ids else 1.0  # no decomposition to blend with: the combination alone
+        row: dict[int, float] = {}
+        for j, w in zip(old_ids[weights.indices[lo:hi]], weights.data[lo:hi]):
+            if w != 0:
+                row[int(j)] = row.get(int(j), 0.0) + share * float(w)
+        for j, w in (_wmean(ids, rule.old, rule.old_style) if ids else {}).items():
+            row[j] = row.get(j, 0.0) + (1 - share) * w
+        if row:
+            out[new.tokens[i]] = row
+    return out
 
 
 def _mean(ids: list[int]) -> dict[int, float]:

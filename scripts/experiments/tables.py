@@ -101,11 +101,41 @@ def retention(stages: Path, staged: Path) -> list[str]:
     return lines + [""]
 
 
+REPLACEMENT_INITS = ("mean", "random", "focus", "knn", "omp", "focus-wmean", "mapping")
+
+
+def replacement(stages: Path) -> list[str]:
+    """(g): per language, step 0 and after training for each init, and how much of mean's step-0 gap to the original
+    model the best init closes on the held-out text."""
+    lines = []
+    for lang, cols in (("nl", ("nl", "nl-ood", "en-ood", "ru-ood", "de-ood")),
+                       ("ru", ("ru", "ru-ood", "en-ood", "nl-ood", "de-ood"))):
+        inits = [i for i in REPLACEMENT_INITS if lang == "nl" or i != "mapping"]  # no English-Russian mapping
+        lines += _header(f"(g) {lang}", (*cols, f"{lang} tokens"))
+        lines.append(_row(stages, "original SmolLM2, its own tokenizer", f"eval_{lang}_original", cols,
+                          extra=(f"{lang}.tokens",)))
+        lines += [_row(stages, f"{i}, step 0", f"step0_{lang}_{i}", cols, extra=(f"{lang}.tokens",)) for i in inits]
+        lines += [_row(stages, f"{i}, after training", f"trained_{lang}_{i}", cols, extra=(f"{lang}.tokens",))
+                  for i in inits]
+        base = _load(stages / f"eval_{lang}_original" / "results.json")
+        step0 = {i: _load(stages / f"step0_{lang}_{i}" / "results.json") for i in inits}
+        step0 = {i: r["bpb"][lang]["bpb"] for i, r in step0.items() if r is not None}
+        if base is not None and "mean" in step0 and len(step0) > 1:
+            orig, gap = base["bpb"][lang]["bpb"], step0["mean"] - base["bpb"][lang]["bpb"]
+            best = min((i for i in step0 if i != "mean"), key=step0.get)
+            lines += ["", f"{lang}, step 0: mean's gap to the original model {gap:.3f} bits per byte; the best other "
+                          f"init, {best} ({step0[best]:.3f}), closes {(step0['mean'] - step0[best]) / gap:.0%} of it "
+                          f"(goal: 50%, i.e. <= {orig + gap / 2:.3f})"]
+        lines.append("")
+    return lines
+
+
 def main(root: str = "runs") -> None:
     runs = Path(root)
     for name, table in (("exp-a", tokenizers), ("exp-b", initialisation), ("exp-cd", trainable), ("exp-e", lep)):
         print("\n".join(table(runs / name / "stages")))
     print("\n".join(retention(runs / "exp-f" / "stages", runs / "exp-f-staged" / "stages")))
+    print("\n".join(replacement(runs / "exp-g" / "stages")))
 
 
 if __name__ == "__main__":

@@ -170,8 +170,14 @@ def test_override_steps_into_a_list(tmp_path):
     path = write(tmp_path, "x.yaml", "sources: [{name: a}, {name: b, weight: 2}]\n")
     cfg = load_config(Mixture, path, ["sources.1.weight=0.5"])
     assert cfg.sources == (Source("a"), Source("b", 0.5))
+    assert load_config(Mixture, path, ["sources.b.weight=0.5", "sources.a.weight=3"]).sources == (
+        Source("a", 3.0), Source("b", 0.5))  # an item by its name, as a recipe's stages.NAME...
     assert error(tmp_path, "sources: [{name: a}]\n", ["sources.1.weight=3"], schema=Mixture) == (
-        "override 'sources.1.weight=3': sources is a list of 1; '1' is not an index into it")
+        "override 'sources.1.weight=3': sources is a list of 1; '1' is neither an index into it nor the name of an "
+        "item (names: a)")
+    assert error(tmp_path, "sources: [{name: dutch}, {name: english}]\n", ["sources.duthc.weight=3"],
+                 schema=Mixture) == ("override 'sources.duthc.weight=3': sources is a list of 2; 'duthc' is neither an "
+                                     "index into it nor the name of an item (did you mean 'dutch'?)")
     assert error(tmp_path, "sources: [{name: a}]\n", ["sources.0.wieght=3"], schema=Mixture).startswith(
         "sources[0].wieght: unknown key (did you mean sources[0].weight?) in override")
 
@@ -202,6 +208,37 @@ def test_errors_name_the_file_that_set_the_key(tmp_path):
         load_config(Run, top)
     assert str(e.value) == (
         f"train.optim.shedule: unknown key (did you mean train.optim.schedule?) in {tmp_path}/base.yaml")
+
+
+@dataclass(frozen=True)
+class WithBase:
+    base: str  # a setting called `base` (the tokenizer `tokenizer extend` starts from), not inheritance
+    steps: int = 1
+
+
+def test_a_mapping_is_read_as_a_file_is(tmp_path):
+    """A config tree from inside another file (a recipe's stage, a sweep): the same checks, its keys named as coming
+    from `source`, bases relative to `base_dir`, and the caller's mapping left as it was."""
+    write(tmp_path, "conf/base.yaml", "train: {steps: 1, optim: {schedule: linear}}\nname: from-base\n")
+    tree = {"base": "base.yaml", "train": {"steps": 2, "tags": ["a"]}}
+    cfg = load_config(Run, tree, ["train.tags.0=b"], source="recipe.yaml (stages.cpt.config)",
+                      base_dir=tmp_path / "conf")
+    assert cfg.name == "from-base" and cfg.train.steps == 2 and cfg.train.tags == ("b",)
+    assert cfg.train.optim.schedule == "linear"
+    assert tree == {"base": "base.yaml", "train": {"steps": 2, "tags": ["a"]}}
+    with pytest.raises(UserError) as e:
+        load_config(Run, {"train": {"stepz": 2}}, source="recipe.yaml (stages.cpt.config)")
+    assert str(e.value) == "train.stepz: unknown key (did you mean train.steps?) in recipe.yaml (stages.cpt.config)"
+    with pytest.raises(UserError) as e:
+        load_config(Run, {"base": "base.yaml", "train": {"steps": 1, "optim": {"shedule": "x"}}}, source="r.yaml",
+                    base_dir=tmp_path)
+    assert str(e.value) == f"base: {tmp_path}/base.yaml not found (named in r.yaml)"
+    write(tmp_path, "typo.yaml", "train: {steps: 1, optim: {shedule: linear}}\n")
+    with pytest.raises(UserError, match=f"train.optim.shedule: unknown key .* in {tmp_path}/typo.yaml$"):
+        load_config(Run, {"base": "typo.yaml"}, source="r.yaml", base_dir=tmp_path)  # a base's key names its file
+    assert load_config(WithBase, {"base": "tok/"}, source="r.yaml") == WithBase(base="tok/")
+    with pytest.raises(UserError, match=r"^base: required key is missing \(str, no default\) in r.yaml$"):
+        load_config(WithBase, {"steps": 3}, source="r.yaml")
 
 
 @pytest.mark.parametrize("text, message", [

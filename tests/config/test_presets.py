@@ -28,6 +28,9 @@ SIZES = {
     "qwen3-0.6b": (0.596e9, 596_049_920),  # the model card's "0.6B" (0.44B non-embedding), tied
     "qwen3-8b": (8.19e9, 8_190_735_360),  # the model card's "8.2B" (6.95B non-embedding), untied
     "smollm2-135m": (134.5e6, 134_515_008),
+    "gemma2-2b": (2.61e9, 2_614_341_888),  # the model card's "2.6B"
+    "gemma3-1b": (1.00e9, 999_885_952),  # the model card's "1B"
+    "gemma3-4b": (3.88e9, 3_880_263_168),  # the text tower of the 4.30B checkpoint (its vision tower: 0.42B)
 }
 
 
@@ -47,10 +50,11 @@ def test_preset_parameter_count(name):
     assert count == exact
 
 
-@pytest.mark.parametrize("name", ["qwen3-0.6b", "qwen3-8b"])
-def test_qwen3_preset_counts_equal_transformers(name):
-    """transformers' own Qwen3ForCausalLM built from the preset's config.json (on the meta device: shapes only) has
-    exactly our parameters: the q/k norms, head_dim 128 != hidden / heads, the (un)tied head."""
+@pytest.mark.parametrize("name", ["qwen3-0.6b", "qwen3-8b", "gemma2-2b", "gemma3-1b", "gemma3-4b"])
+def test_newer_family_preset_counts_equal_transformers(name):
+    """transformers' own model built from the preset's exported config.json (on the meta device: shapes only) has
+    exactly our parameters: Qwen3's q/k norms and head_dim 128 != hidden / heads, Gemma's four norms per layer and
+    tied head, Gemma-3's q/k norms."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -58,10 +62,11 @@ def test_qwen3_preset_counts_equal_transformers(name):
     hf = cfg.to_hf()
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**hf))
-    assert type(model).__name__ == "Qwen3ForCausalLM"
+    assert type(model).__name__ == hf["architectures"][0]
     assert model.num_parameters() == n_params(cfg) == SIZES[name][1]
-    assert n_params(cfg) - cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) == (
-        440_467_456 if name == "qwen3-0.6b" else 6_946_075_648)  # the card's non-embedding 0.44B / 6.95B
+    if name.startswith("qwen3"):
+        assert n_params(cfg) - cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) == (
+            440_467_456 if name == "qwen3-0.6b" else 6_946_075_648)  # the card's non-embedding 0.44B / 6.95B
 
 
 def test_architecture_details():
@@ -79,6 +84,13 @@ def test_architecture_details():
     assert q3.qk_norm and q3.head_dim == 128 and q3.tie_word_embeddings and not q3.attention_bias
     assert q3.sliding_window is None and q3.max_position_embeddings == 40960 and q3.rope_theta == 1e6
     assert not model_preset("qwen3-8b").tie_word_embeddings
+    g2 = model_preset("gemma2-2b")
+    assert g2.sliding_layers == (True, False) * 13 and g2.attention_scale == 256 ** -0.5
+    assert (g2.attn_logit_softcapping, g2.final_logit_softcapping, g2.hidden_act) == (50.0, 30.0, "gelu_pytorch_tanh")
+    g3 = model_preset("gemma3-4b")
+    assert g3.sliding_layers == ((True,) * 5 + (False,)) * 5 + (True,) * 4 and g3.sliding_window == 1024
+    assert (g3.rope_theta, g3.rope_local_theta, g3.rope_dict) == (1e6, 1e4, {"rope_type": "linear", "factor": 8.0})
+    assert g3.qk_norm and g3.attn_logit_softcapping is None and g3.eos_token_id == [1, 106]
 
 
 def test_70b_is_abstract_and_quick():
@@ -105,7 +117,7 @@ def test_paths_to_files_and_dirs(tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(UserError, match=r"unknown model preset 'llama4'; valid presets: llama2-7b, llama3-70b, .*"
+    with pytest.raises(UserError, match=r"unknown model preset 'llama4'; valid presets: gemma2-2b, gemma3-1b, .*"
                                         r"smollm2-135m \(or give a path"):
         model_preset("llama4")
     with pytest.raises(UserError, match="nope.json: file not found"):

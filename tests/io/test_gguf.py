@@ -149,6 +149,8 @@ GGUF_BLOCK_NAMES = {  # llama.cpp's names for one decoder layer's tensors
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
     "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
 }
+GEMMA_BLOCK_NAMES = {**GGUF_BLOCK_NAMES, "post_attention_layernorm": "post_attention_norm",
+                     "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm"}
 
 
 def _llama_cpp_permute(w, n_head):
@@ -161,7 +163,8 @@ def write_gguf(path, model, arch=None, overrides=None):
 
     `overrides` maps a GGUF tensor name to (raw bytes array, quantization type)."""
     c = model.config
-    arch = arch or c.model_type
+    arch = arch or {"gemma3_text": "gemma3"}.get(c.model_type, c.model_type)
+    gemma = arch in ("gemma2", "gemma3")
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(c.num_hidden_layers)
     w.add_context_length(c.max_position_embeddings)
@@ -170,10 +173,21 @@ def write_gguf(path, model, arch=None, overrides=None):
     w.add_head_count(c.num_attention_heads)
     w.add_head_count_kv(c.num_key_value_heads)
     head_dim = getattr(c, "head_dim", None)
-    if head_dim and head_dim != c.hidden_size // c.num_attention_heads:  # as llama.cpp writes config.json's head_dim
+    if head_dim and (gemma or head_dim != c.hidden_size // c.num_attention_heads):  # as llama.cpp writes head_dim
         w.add_key_length(head_dim)
         w.add_value_length(head_dim)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    rope = c.rope_parameters.get("full_attention", c.rope_parameters)
+    w.add_rope_freq_base(rope["rope_theta"])
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
+    if gemma:  # what llama.cpp's Gemma2Model / Gemma3Model write (newer converters: the layer pattern too)
+        w.add_sliding_window(c.sliding_window)
+        if arch == "gemma3":
+            w.add_sliding_window_pattern([t == "sliding_attention" for t in c.layer_types])
+        if c.attn_logit_softcapping is not None:
+            w.add_attn_logit_softcapping(c.attn_logit_softcapping)
+            w.add_final_logit_softcapping(c.final_logit_softcapping)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
     pairs = [(a, b) for a in "etaoinsh" for b in "etaoinsh"][: c.vocab_size - 259]
     tokens = ["<|endoftext|>", "<s>", "</s>"] + list(bytes_to_unicode().values()) + [a + b for a, b in pairs]
@@ -192,13 +206,15 @@ def write_gguf(path, model, arch=None, overrides=None):
         if name.startswith("model.layers."):
             _, _, i, rest = name.split(".", 3)
             module, kind = rest.rsplit(".", 1)
-            g = f"blk.{i}.{GGUF_BLOCK_NAMES[module]}.{kind}"
+            g = f"blk.{i}.{(GEMMA_BLOCK_NAMES if gemma else GGUF_BLOCK_NAMES)[module]}.{kind}"
             if arch == "llama" and module in ("self_attn.q_proj", "self_attn.k_proj"):
                 heads = c.num_attention_heads if module == "self_attn.q_proj" else c.num_key_value_heads
                 arr = _llama_cpp_permute(arr, heads)
         else:
             g = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
                  "lm_head.weight": "output.weight"}[name]
+        if gemma and name.endswith("norm.weight"):
+            arr = arr + 1  # llama.cpp stores Gemma's zero-centred norm weights plus one
         if g in (overrides or {}):
             raw, qtype = overrides[g]
             w.add_tensor(g, raw, raw_dtype=qtype)
@@ -211,9 +227,17 @@ def write_gguf(path, model, arch=None, overrides=None):
     return path
 
 
-@pytest.mark.parametrize("name", ["llama_gqa", "qwen2_tied", "qwen3"])
+# What a GGUF can say of a Gemma: llama.cpp derives the attention scale (head_dim below 27B), Gemma-2's layer pattern
+# and Gemma-3's local RoPE base from the architecture instead of storing them.
+GGUF_GEMMA = {"gemma2": dict(query_pre_attn_scalar=16),
+              "gemma3": dict(query_pre_attn_scalar=32, rope_parameters={
+                  "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100000.0},
+                  "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})}
+
+
+@pytest.mark.parametrize("name", ["llama_gqa", "qwen2_tied", "qwen3", "gemma2", "gemma3"])
 def test_synthetic_gguf_converts_to_the_original_model(name, hf_dir, tmp_path):
-    src, model = hf_dir(name)
+    src, model = hf_dir(name, **GGUF_GEMMA.get(name, {}))
     out = convert_gguf(write_gguf(tmp_path / "m.gguf", model), tmp_path / "out")
     assert read_config(out) == read_config(src)
     got = load_file(str(out / "model.safetensors"))
@@ -221,7 +245,10 @@ def test_synthetic_gguf_converts_to_the_original_model(name, hf_dir, tmp_path):
             if not (k == "lm_head.weight" and model.config.tie_word_embeddings)}
     assert sorted(got) == sorted(want)
     for k in want:
-        assert np.array_equal(got[k], want[k]), k
+        if name.startswith("gemma") and k.endswith("norm.weight"):  # stored as 1 + w: float32 rounding of 1 + w
+            assert np.abs(got[k] - want[k]).max() <= 1e-7, k
+        else:
+            assert np.array_equal(got[k], want[k]), k
     tok = AutoTokenizer.from_pretrained(str(out))
     assert tok.decode(tok("this is a test </s>")["input_ids"]) == "this is a test </s>"
     assert tok.tokenize("tea") == ["t", "ea"]  # merges apply by rank ("e a" before "t e")

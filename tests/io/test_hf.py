@@ -24,7 +24,7 @@ def _tensors(d):
 
 
 @pytest.mark.parametrize("name", ["llama_bias_head_dim", "qwen2_tied", "mistral_sliding", "llama3_rope_scaling",
-                                  "qwen3", "qwen3_tied"])
+                                  "qwen3", "qwen3_tied", "gemma2", "gemma3"])
 def test_round_trip_is_bit_identical(name, hf_dir, tmp_path):
     src, _ = hf_dir(name)
     out = save_pretrained(load_pretrained(src), tmp_path / "out", tokenizer=None)
@@ -35,7 +35,8 @@ def test_round_trip_is_bit_identical(name, hf_dir, tmp_path):
     ca, cb = AutoConfig.from_pretrained(src).to_dict(), AutoConfig.from_pretrained(out).to_dict()
     for key in ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "head_dim", "rope_parameters", "tie_word_embeddings", "rms_norm_eps",
-                "sliding_window", "attention_bias", "mlp_bias", "vocab_size"):
+                "sliding_window", "attention_bias", "mlp_bias", "vocab_size", "layer_types", "query_pre_attn_scalar",
+                "attn_logit_softcapping", "final_logit_softcapping", "hidden_activation"):
         assert ca.get(key) == cb.get(key), key
     assert json.loads((out / "config.json").read_text())["architectures"] == ca["architectures"]
     assert (out / "generation_config.json").exists()
@@ -138,3 +139,43 @@ def test_bad_checkpoint_gives_clear_error_and_no_output(kind, hf_dir, tmp_path, 
     assert expected in err and str(src) in err
     assert not out.exists()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".converted")] == []
+
+
+def test_multimodal_gemma3_loads_its_text_tower(tmp_path, caplog):
+    """A Gemma3ForConditionalGeneration checkpoint (language_model.* beside vision_tower.* and multi_modal_projector.*)
+    loads as its text model with the logits transformers gives text-only input, saying the vision tower is left
+    out; `convert` writes it as a text-only Gemma3ForCausalLM that transformers loads to the same logits."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from jaxadapt.io.convert import convert_any
+    from tinymodels import FAMILIES, TINY
+
+    text = {**TINY, **FAMILIES["gemma3"][1]}
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, image_token_index=299,
+                       boi_token_index=297, eoi_token_index=298)
+    torch.manual_seed(0)
+    ref = Gemma3ForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0.0, 0.2)
+    ref.save_pretrained(tmp_path / "mm")
+    names = _tensors(tmp_path / "mm")
+    assert any(n.startswith("vision_tower.") for n in names) and not any(n.startswith("model.layers") for n in names)
+    ids = np.random.default_rng(0).integers(0, 296, (2, 288))
+    with torch.no_grad():
+        want = ref(input_ids=torch.tensor(ids)).logits.numpy()
+    with caplog.at_level("WARNING"):
+        model = load_pretrained(tmp_path / "mm")
+    assert "ignores the vision tower" in caplog.text
+    assert model.config.model_type == "gemma3_text" and model.config.eos_token_id == 1
+    got = np.asarray(jax.jit(lambda m, x: m(x))(model, jnp.asarray(ids)))
+    assert np.abs(got - want).max() <= 1e-4
+
+    out = convert_any(tmp_path / "mm", tmp_path / "text")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["Gemma3ForCausalLM"]
+    assert not any("vision" in n for n in _tensors(out))
+    text_model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert np.abs(text_model(torch.tensor(ids)).logits.numpy() - want).max() <= 1e-4

@@ -84,11 +84,17 @@ def test_least_squares_equals_lstsq_over_chunks_and_without_full_rank(rank):
 # ----------------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory, make_hf_model_module):
-    """(base, instruct, donor) dirs. instruct = base with E·D, O·D_out and a perturbed body; donor = base with
-    an extended vocabulary (mean init, old rows bit-exact) whose new rows were then 'trained' (perturbed)."""
+    """(base, instruct, donor) dirs of a Llama (make_trio)."""
+    return make_trio(tmp_path_factory.mktemp("lep"),
+                     lambda vocab: make_hf_model_module("llama", num_key_value_heads=2, vocab_size=vocab, std=0.1))
+
+
+def make_trio(root, make_base):
+    """(base, instruct, donor) dirs, the base being make_base(vocabulary size). instruct = base with E·D, O·D_out and
+    a perturbed body; donor = base with an extended vocabulary (mean init, old rows bit-exact) whose new rows were
+    then 'trained' (perturbed). A tied base gives a tied instruct model (its head is E·D)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    root = tmp_path_factory.mktemp("lep")
     rng = random.Random(0)
     en = [" ".join(rng.choice(EN) for _ in range(30)) for _ in range(200)]
     nl = [" ".join(rng.choice(NL) for _ in range(30)) for _ in range(300)]
@@ -105,7 +111,7 @@ def trio(tmp_path_factory, make_hf_model_module):
                                      bos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
     base = root / "base"
-    make_hf_model_module("llama", num_key_value_heads=2, vocab_size=n_vocab, std=0.1).save_pretrained(base)
+    make_base(n_vocab).save_pretrained(base)
     hf_tok.save_pretrained(base)
 
     inst = root / "instruct"
@@ -133,7 +139,8 @@ def trio(tmp_path_factory, make_hf_model_module):
                  "--out", str(donor)]) == 0
     dw = load_file(str(donor / "model.safetensors"))
     for k in ("model.embed_tokens.weight", "lm_head.weight"):
-        dw[k][n_vocab:] += 0.05 * g.normal(size=dw[k][n_vocab:].shape).astype(np.float32)
+        if k in dw:
+            dw[k][n_vocab:] += 0.05 * g.normal(size=dw[k][n_vocab:].shape).astype(np.float32)
     save_file(dw, str(donor / "model.safetensors"), metadata={"format": "pt"})
     return base, inst, donor, n_vocab
 
@@ -170,6 +177,25 @@ def test_each_method_gives_an_instruct_model_with_the_new_vocabulary(trio, tmp_p
     nl_ids = tok("gezellig boterham bij de gracht")["input_ids"]
     assert max(nl_ids) >= n_vocab  # the new tokens are used, and the model runs on them
     assert np.isfinite(_logits(out, nl_ids)).all()
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma2", "gemma3"])
+def test_conversion_propagates_into_the_newer_families(family, tmp_path, make_hf_model):
+    """Qwen3 (untied, q/k norms) and Gemma-2/3 (tied: one matrix is both E and O, scaled by sqrt(hidden) on input):
+    the converted instruct model keeps the instruct model's logits on old tokens and runs on the new ones."""
+    from tinymodels import FAMILIES
+
+    model_type, overrides = FAMILIES[family]
+    base, inst, donor, n_vocab = make_trio(
+        tmp_path, lambda vocab: make_hf_model(model_type, **{**overrides, "std": 0.1, "vocab_size": vocab}))
+    out = tmp_path / "out"
+    assert main(["propagate", "--base", str(base), "--donor", str(donor), "--target", str(inst),
+                 "--method", "conversion", "--out", str(out)]) == 0
+    text = " ".join(EN[i % len(EN)] for i in range(60))
+    old_ids = AutoTokenizer.from_pretrained(inst)(text)["input_ids"]
+    assert np.abs(_logits(out, old_ids)[:, :n_vocab] - _logits(inst, old_ids)).max() < 1e-3
+    nl_ids = AutoTokenizer.from_pretrained(out)("gezellig boterham bij de gracht")["input_ids"]
+    assert max(nl_ids) >= n_vocab and np.isfinite(_logits(out, nl_ids)).all()
 
 
 def test_bad_inputs_name_the_models_and_write_nothing(trio, tmp_path, make_hf_model, capsys):

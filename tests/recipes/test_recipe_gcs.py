@@ -45,7 +45,7 @@ def test_stage_dirs_of_a_bucket_root_stay_urls(recipe):
     assert str(stage_dir(r, "tok")) == f"gs://{BUCKET}/runs/demo/stages/tok"
     tok, stats = plan(r, recipe)
     assert tok.out == f"gs://{BUCKET}/runs/demo/stages/tok/out"
-    assert tok.args[-2:] == ("--out", tok.out) and stats.config["tokenizer"] == [tok.out]
+    assert tok.call["config"]["out"] == tok.out and stats.config["tokenizer"] == [tok.out]
     assert stats.out == f"gs://{BUCKET}/runs/demo/stages/stats/stats.json"
 
 

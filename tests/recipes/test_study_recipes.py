@@ -44,15 +44,37 @@ def test_lep_mistral_overrides():
     path = next(p for p in RECIPES if p.stem == "lep-extended")
     recipe = load_recipe(path, ["vars.base_model=models/Mistral-7B-v0.1", "vars.add=23328", "vars.lr=1e-4"])
     stages = {s.name: s for s in plan(recipe, path)}
-    assert "--add" in stages["tok"].args and "23328" in stages["tok"].args
+    assert stages["tok"].config["add"] == 23328
     assert stages["embed"].config["optim"]["learning_rate"] == 1e-4
 
 
 def test_calibrate_stage_passes_train_overrides():
     path = next(p for p in RECIPES if p.stem == "lep-extended")
     stages = {s.name: s for s in plan(load_recipe(path, ["vars.calibration_steps=7"]), path)}
-    assert stages["calibrate"].args[-6:] == ("train.steps=7", "train.batch_size=8", "train.seq_len=1024",
-                                             "model.compute_dtype=bfloat16", "mesh.data=1", "mesh.fsdp=-1")
-    bad = load_recipe(path, ["stages.calibrate.config.overrides=train.steps=7"])
-    with pytest.raises(UserError, match=r"calibrate.*overrides: expected a list of 'dotted.key=value' strings"):
+    assert stages["calibrate"].config["overrides"][-6:] == [
+        "train.steps=7", "train.batch_size=8", "train.seq_len=1024", "model.compute_dtype=bfloat16", "mesh.data=1",
+        "mesh.fsdp=-1"]
+    bad = load_recipe(path, ["stages.calibrate.config.overrides=[train.steps]"])
+    with pytest.raises(UserError, match=r"overrides: override 'train.steps': expected key.path=value in .*calibrate"):
+        plan(bad, path)
+    bad = load_recipe(path, ["stages.calibrate.config.overrides=[7]"])
+    with pytest.raises(UserError, match=r"overrides\[0\]: expected str, got 7 \(int\).* in .*stages.calibrate.config"):
+        plan(bad, path)
+
+
+def test_chocollama_tokentrans_builds_its_mapping():
+    """replace -> trans-tokenize (parallel text -> `vocab map`) -> mapping init -> embeddings -> LoRA."""
+    path = next(p for p in RECIPES if p.stem == "chocollama-tokentrans")
+    stages = {s.name: s for s in plan(load_recipe(path), path)}
+    assert list(stages)[:6] == ["parallel", "tok", "map", "adapt", "embed", "embed_export"]
+    par = stages["parallel"].out
+    assert stages["map"].config["parallel"] == [f"{par}/debian-en-nl.en.jsonl", f"{par}/debian-en-nl.nl.jsonl"]
+    assert stages["map"].out.endswith("stages/map/map.json")
+    assert stages["adapt"].config["init"] == f"mapping:{stages['map'].out}"
+    assert stages["embed"].config["train"]["trainable"] == "embeddings"
+    assert stages["cpt"].config["model"]["path"] == stages["embed_export"].out
+    assert stages["cpt"].config["train"]["trainable"] == "lora+embeddings"
+    bad = load_recipe(path, ["stages.map.config.parallel=en.jsonl"])
+    with pytest.raises(UserError, match=r"^parallel: expected a list \(tuple\[str, str\]\), got 'en.jsonl' \(str\) "
+                                        r"in .*stages.map.config"):
         plan(bad, path)

@@ -67,6 +67,7 @@ def test_auto_attention_is_cudnn_only_on_a_gpu_computing_in_half_precision(monke
     bfloat16 / float16 compute (never chunked), XLA's for float32, which cuDNN does not take."""
     from types import SimpleNamespace
 
+    from jaxadapt.errors import UserError
     from jaxadapt.train.step import resolve_attention_impl
 
     def cfg(dtype, impl="auto"):
@@ -83,6 +84,38 @@ def test_auto_attention_is_cudnn_only_on_a_gpu_computing_in_half_precision(monke
     assert resolve_attention_impl(cfg("float32")) == "xla"
     assert resolve_attention_impl(cfg("float32"), compute_dtype="bfloat16") == "cudnn"  # export/eval --dtype
     assert resolve_attention_impl(cfg("bfloat16", None)) is None  # jax's own choice, as configs before `auto`
+    gemma2 = model_preset("gemma2-2b")  # soft-capped scores: cuDNN cannot compute them
+    assert resolve_attention_impl(cfg("bfloat16"), model_cfg=gemma2) == "xla"
+    assert resolve_attention_impl(cfg("bfloat16"), model_cfg=model_preset("gemma3-1b")) == "cudnn"
+    with pytest.raises(UserError, match="cudnn has no soft-capped attention scores, which this gemma2 model uses"):
+        resolve_attention_impl(cfg("bfloat16", "cudnn"), model_cfg=gemma2)
+
+
+def test_auto_attention_is_splash_on_a_tpu_and_splash_wants_one(monkeypatch):
+    """On a TPU `auto` is the splash kernel (jaxadapt.splash) whatever the compute dtype, never chunked; asking for
+    splash anywhere else is refused (Pallas could only interpret the TPU kernel there)."""
+    from types import SimpleNamespace
+
+    from jaxadapt.config.loader import load_config
+    from jaxadapt.errors import UserError
+    from jaxadapt.train.step import resolve_attention_impl
+
+    def cfg(dtype, impl="auto"):
+        return RunConfig(model=ModelSection(compute_dtype=dtype, attention_impl=impl),
+                         train=TrainConfig(seq_len=4096, batch_size=8))
+
+    assert load_config(RunConfig, None, ["model.attention_impl=splash"]).model.attention_impl == "splash"
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    with pytest.raises(UserError, match="splash runs on a TPU only.*this is a cpu"):
+        resolve_attention_impl(cfg("bfloat16", "splash"))
+    # a TPU run exported or evaluated elsewhere computes as `auto` would there
+    assert resolve_attention_impl(cfg("bfloat16", "splash"), training=False) == "xla"
+    monkeypatch.setattr(jax, "devices", lambda *a: [SimpleNamespace(platform="tpu")])
+    for dtype in ("bfloat16", "float32"):
+        assert resolve_attention_impl(cfg(dtype)) == "splash"
+        assert resolve_attention_impl(cfg(dtype, "splash")) == "splash"
+        assert resolve_attention_chunk(cfg(dtype), mesh, model_preset("llama3-8b")) == 0
+    assert resolve_attention_impl(cfg("bfloat16", "xla")) == "xla"  # an explicit choice stands
 
 
 @pytest.mark.parametrize("value", ["auto", 0, 256])

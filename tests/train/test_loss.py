@@ -84,3 +84,34 @@ def test_chunked_logits_shrink_the_step_memory(tmp_path):
     whole, chunked = (compile_plan(str(f), parse_mesh("data=1"), "full", 4, 256, logits_chunk=c) for c in (0, 32))
     assert chunked["temps"] < 0.35 * whole["temps"]  # 394 -> 106 MiB with jax 0.10.2
     assert chunked["analytic_flops_per_step"] == whole["analytic_flops_per_step"]
+
+
+def test_a_runs_validation_loss_and_eval_score_rows_alike():
+    """The validation loss of a training run (train/loop.evaluate: packed batches on the training engine) and
+    `jaxadapt eval`'s scorer (rows sorted, padded to a power of two) sum the same log-probabilities: one function,
+    train/loss.scored_logprobs."""
+    from jaxadapt.eval.scorer import Scorer
+    from jaxadapt.sharding import make_mesh
+    from jaxadapt.train.loop import evaluate
+    from jaxadapt.train.step import build_engine
+
+    from trainhelpers import run_cfg
+
+    mesh = make_mesh(8, 1, 1)
+    engine, state = build_engine(init_model(CFG), run_cfg("full", batch=8), mesh)
+    r = np.random.default_rng(3)
+    b, t = 8, 32
+    lengths = r.integers(5, t + 1, b)
+    segs = (np.arange(t)[None] < lengths[:, None]).astype(np.int32)  # one document per row, then padding
+    batch = {"input_ids": r.integers(0, CFG.vocab_size, (b, t)).astype(np.int32),
+             "targets": r.integers(0, CFG.vocab_size, (b, t)).astype(np.int32),
+             "loss_mask": ((segs > 0) & (r.random((b, t)) < 0.8)).astype(np.float32), "segment_ids": segs,
+             "positions": np.broadcast_to(np.arange(t), (b, t)).astype(np.int32), "num_bytes": np.full(b, 50)}
+    got = evaluate(engine, state, {"nl": [batch]}, max_batches=1)
+
+    rows = [(batch["input_ids"][i, :n], batch["targets"][i, :n], batch["loss_mask"][i, :n] > 0)
+            for i, n in enumerate(lengths)]
+    logp = Scorer(engine.model(state["params"]), mesh, batch_size=8).logprobs(rows, "nl")
+    count = batch["loss_mask"].sum()
+    assert got["eval/nl/loss"] == pytest.approx(-logp.sum() / count, rel=1e-5)
+    assert got["eval/nl/bpb"] == pytest.approx(-logp.sum() / (b * 50) / np.log(2), rel=1e-5)

@@ -23,7 +23,7 @@ def trained(trainable, steps=3, mesh=(2, 2, 2), vocab=128, **optim):
     rc = run_cfg(trainable, steps=steps)
     rc = dataclasses.replace(rc, optim=dataclasses.replace(rc.optim, schedule="constant", **optim))
     model = init_model(CFG)
-    if "lora" in trainable:
+    if rc.train.trainable.lora:
         add_lora(model, rc.lora)
     engine, state = build_engine(model, rc, make_mesh(*mesh), old_vocab=100)
     before = jax.tree.map(np.asarray, state["params"])

@@ -95,6 +95,14 @@ def test_plan_sizes_the_attention_chunk_by_default(tiny):
     assert compile_plan(tiny, parse_mesh("data=1"), "full", 8, 4096)["attention_chunk"] == 2048
 
 
+def test_mixed_precision_plan_keeps_a_float32_state(tiny):
+    """--dtype float32 --compute-dtype bfloat16 (the accelerator default): the state is float32's, the parameters and
+    AdamW moments of --dtype bfloat16 take half of it."""
+    mixed = compile_plan(tiny, parse_mesh("data=1"), "full", 4, 32, "float32", compute_dtype="bfloat16")
+    f32, bf16 = (compile_plan(tiny, parse_mesh("data=1"), "full", 4, 32, dtype) for dtype in ("float32", "bfloat16"))
+    assert mixed["arguments"] == f32["arguments"] and bf16["arguments"] < 0.6 * f32["arguments"]
+
+
 def test_lora_plan_keeps_the_base_model_frozen(tiny):
     lora = compile_plan(tiny, parse_mesh("fsdp=8"), "lora", 8, 32)
     full = compile_plan(tiny, parse_mesh("fsdp=8"), "full", 8, 32)
@@ -108,6 +116,7 @@ def test_cli_plans_llama3_8b_lora_in_a_subprocess(capsys):
                  "--dtype", "bfloat16", "--device", "h100"]) == 0
     out = capsys.readouterr().out
     assert "8 devices" in out and "of 80 GiB (h100): fits" in out and "arguments" in out and "FLOPs" in out
+    assert "XLA on CPU keeps bfloat16 activations in float32" in out
 
 
 @pytest.mark.parametrize("mesh", ["data=8,fsdp", "data=2,pipeline=4", "data=0", "data=2,data=4", "8"])
@@ -125,6 +134,8 @@ def test_bad_input_fails_before_compiling(tiny, capsys):
     assert "--mesh" in capsys.readouterr().err
     assert main(["plan", tiny, "--seq", "100", "--attention-chunk", "64"]) == 2
     assert "--attention-chunk=64: expected 0 (no chunking) or a divisor of --seq=100" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--compute-dtype 'float16'"):
+        plan_command(tiny, "data=1", "full", 8, 32, "float32", "none", "tpu-v5e", None, compute_dtype="float16")
     with pytest.raises(UserError, match="--logits-chunk=-1"):
         plan_command(tiny, "data=1", "full", 8, 32, "float32", "none", "tpu-v5e", None, logits_chunk=-1)
 
@@ -148,4 +159,16 @@ def test_qwen3_plans_on_an_fsdp_and_tensor_mesh(tmp_path):
     assert plan["frozen_params"] == base + 7 * 2
     linears = [(64, 128), (64, 64), (64, 64), (128, 64), (64, 128), (64, 128), (128, 64)]  # (in, out)
     assert plan["trainable_params"] == 2 * 8 * sum(i + o for i, o in linears)
+    assert plan["devices"] == 8 and plan["arguments"] > 0
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_gemma_plans_on_an_fsdp_and_tensor_mesh(tmp_path, model_type):
+    """Gemma's extra norms (pre/post feed-forward, Gemma-3's q/k norms) take the spec table's rules on FSDP x tensor,
+    and a full-training step with mixed sliding/full layers and soft caps compiles there."""
+    f = tmp_path / "gemma.yaml"
+    f.write_text(TINY.replace("llama", model_type) + "sliding_window: 8\n")
+    plan = compile_plan(str(f), parse_mesh("fsdp=4,tensor=2"), "full", 8, 32)
+    per_layer = 64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 128 + 4 * 64 + (2 * 16 if model_type == "gemma3_text" else 0)
+    assert plan["trainable_params"] == 512 * 64 + 2 * per_layer + 64  # tied: no head of its own
     assert plan["devices"] == 8 and plan["arguments"] > 0

@@ -36,7 +36,7 @@ def _mean_rows(matrix, old_tok, new_tok, tokens):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("family", ["llama_tied", "llama_gqa", "qwen3"])
+@pytest.mark.parametrize("family", ["llama_tied", "llama_gqa", "qwen3", "gemma2", "gemma3"])
 def test_tiny_model_tied_and_untied(family, hf_dir, dutch, english, tmp_path):
     model_dir, old_model = hf_dir(family)  # vocab 300
     old_spec, config = train(english[:100], 300, "bpe")
