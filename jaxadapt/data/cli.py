@@ -123,6 +123,10 @@ def parallel(
     out: Annotated[str, typer.Option(help="Directory to write debian-SRC-TGT.SRC.jsonl, debian-SRC-TGT.TGT.jsonl "
                                           "(line-aligned) and debian-SRC-TGT.json (counts, validation) into (a path "
                                           "or a gs:// URL).")],
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        help="Documents to leave out (repeatable): a page whose text, in either language, is one of this file's "
+             "documents (JSONL `text`, e.g. the heldout.jsonl of `data split debian:nl`) is not paired, so a mapping "
+             "built from the pairs never saw the text a model is scored on.")] = None,
     overwrite: Overwrite = False,
 ):
     """Sentence-aligned parallel text: pages paired by path, paragraphs and sentences aligned."""
@@ -134,9 +138,12 @@ def parallel(
     from jaxadapt.data.parallel import write_parallel
     from jaxadapt.io.atomic import check_output
 
-    check_output(out, [], overwrite)
-    path, stats = write_parallel(pair[0], pair[1], out)
+    exclude = exclude or []
+    check_output(out, exclude, overwrite)
+    path, stats = write_parallel(pair[0], pair[1], out, exclude)
     pages = stats["pages"]
+    if exclude:
+        typer.echo(f"left out {len(pages['excluded'])} held-out pages")
     typer.echo(f"{pages['kept']} of {pages['paired_by_path']} page pairs aligned ({len(pages['dropped'])} dropped: "
                f"paragraphs reordered or rewritten), {stats['segments']} segments, "
                f"{stats['sentence_segments']} of them sentences cut from paragraphs")

@@ -9,7 +9,9 @@ A paragraph pair whose two sides cut into the same number of sentences becomes t
 segments align better word by word.
 
 The pages come from the cached Debian corpora (`debian.corpus`), so fetching, caching and HTML stripping are those
-of `jaxadapt data fetch`. Output: two line-aligned JSONL files (`text`, `source` = package:path#paragraph[.sentence])
+of `jaxadapt data fetch`. Pages held out for evaluation (`exclude`: e.g. a `data split` heldout.jsonl of the same
+help) are left out on both sides, so that neither an alignment nor a mapping built from it has seen the text a model
+is later scored on. Output: two line-aligned JSONL files (`text`, `source` = package:path#paragraph[.sentence])
 and a JSON of counts and validation figures.
 """
 
@@ -21,6 +23,7 @@ import re
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,26 @@ class Segment:
     src: str
     tgt: str
     source: str  # page path and paragraph (and sentence) index, the same on both sides
+
+
+def held_out_pages(exclude: Sequence[str], pages: dict[str, dict[str, list[str]]]) -> set[str]:
+    """The page paths whose whole text, in any of the languages of `pages` (lang -> path -> paragraphs), is one of
+    the documents of the `exclude` files. A file that matches no page is refused: it is not what the user thinks."""
+    from jaxadapt.data.split import corpus_name, read_texts
+
+    by_text = {"\n\n".join(paras): path for lang_pages in pages.values() for path, paras in lang_pages.items()}
+    found: set[str] = set()
+    for path in exclude:
+        if not fs.exists(path):
+            raise UserError(f"--exclude {path}: no such file")
+        docs = read_texts(corpus_name(path), path)
+        hits = {by_text[d] for d in docs if d in by_text}
+        if not hits:
+            raise UserError(f"--exclude {path}: none of its {len(docs)} documents is a page of the "
+                            f"{' or '.join(pages)} LibreOffice help; expected documents of that help as `data split` "
+                            "writes them (e.g. the heldout.jsonl of `data split debian:nl`)")
+        found |= hits
+    return found
 
 
 def help_pages(lang: str) -> dict[str, list[str]]:
@@ -123,7 +146,7 @@ def sentences(paragraph: str) -> list[str]:
     return [s for s in _SENTENCE_END.split(paragraph) if s]
 
 
-def parallel_segments(src_lang: str, tgt_lang: str) -> tuple[list[Segment], dict]:
+def parallel_segments(src_lang: str, tgt_lang: str, exclude: Sequence[str] = ()) -> tuple[list[Segment], dict]:
     """The aligned segments of two languages' LibreOffice help, and the figures that validate the alignment.
 
     Every page pair goes through the DP. A page is dropped when fewer than MIN_ONE_TO_ONE of its source paragraphs
@@ -131,11 +154,13 @@ def parallel_segments(src_lang: str, tgt_lang: str) -> tuple[list[Segment], dict
     when its numbers say the order is wrong: numbers survive translation, yet more than MAX_NUMBERS_LOST of its
     pairs whose source side holds one (at least 5 such pairs) find none of them on the target side. A pair whose
     two sides both hold numbers but share none is misaligned and dropped on its own. Where both pages have as many
-    paragraphs, the DP's pairing is compared with the structural one (paragraph k with paragraph k)."""
+    paragraphs, the DP's pairing is compared with the structural one (paragraph k with paragraph k). Pages whose text
+    is a document of an `exclude` file are left out before anything else (held_out_pages)."""
     if src_lang == tgt_lang:
         raise UserError(f"--langs {src_lang},{tgt_lang}: expected two different languages")
     src_pages, tgt_pages = help_pages(src_lang), help_pages(tgt_lang)
-    paths = sorted(src_pages.keys() & tgt_pages.keys())
+    held = held_out_pages(exclude, {src_lang: src_pages, tgt_lang: tgt_pages})
+    paths = sorted((src_pages.keys() & tgt_pages.keys()) - held)
     same = [p for p in paths if len(src_pages[p]) == len(tgt_pages[p])]
     model = length_model([(len(a), len(b)) for p in same for a, b in zip(src_pages[p], tgt_pages[p])])
     beads: Counter = Counter()
@@ -170,7 +195,8 @@ def parallel_segments(src_lang: str, tgt_lang: str) -> tuple[list[Segment], dict
                         f"({len(paths)} share a path)")
     stats = {
         "pages": {src_lang: len(src_pages), tgt_lang: len(tgt_pages), "paired_by_path": len(paths),
-                  "same_paragraph_count": len(same), "kept": len(paths) - len(dropped), "dropped": dropped},
+                  "same_paragraph_count": len(same), "kept": len(paths) - len(dropped), "dropped": dropped,
+                  "excluded": sorted(held)},
         "length_model": {"c": round(model[0], 4), "s2": round(model[1], 3)},
         "beads": dict(sorted(beads.items())),
         "structural_agreement": round(agree / max(same_total, 1), 4),
@@ -209,9 +235,9 @@ def file_names(src_lang: str, tgt_lang: str) -> tuple[str, str, str]:
     return f"{stem}.{src_lang}.jsonl", f"{stem}.{tgt_lang}.jsonl", f"{stem}.json"
 
 
-def write_parallel(src_lang: str, tgt_lang: str, out) -> tuple[Path, dict]:
+def write_parallel(src_lang: str, tgt_lang: str, out, exclude: Sequence[str] = ()) -> tuple[Path, dict]:
     """Write the two line-aligned JSONL files and the figures into `out` (atomically, as one dir)."""
-    segments, stats = parallel_segments(src_lang, tgt_lang)
+    segments, stats = parallel_segments(src_lang, tgt_lang, exclude)
     names = file_names(src_lang, tgt_lang)
     packages = HELP[src_lang], HELP[tgt_lang]
     with atomic_dir(out) as tmp:

@@ -37,7 +37,8 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     init: mean | wmean | merge | mean-all | random | mapping:FILE | focus | knn | omp. The old tokenizer is
     model_dir's own unless old_tokenizer is given. focus / knn / omp train auxiliary fastText vectors of the new
     tokens on aux_corpus (target-language text; at most aux_max_mb MB of each file), seeded by `seed`; knn / omp
-    combine aux_k anchors per token; aux_mix < 1 blends each combined row with the token's wmean decomposition.
+    combine aux_k anchors per token; aux_mix < 1 blends each combined or mapped row with the token's wmean
+    decomposition.
     Everything is checked before the model is loaded; nothing is written on error.
     """
     model_dir = resolve(model_dir)
@@ -58,6 +59,9 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     if aux_k < 1 or not 0.0 <= aux_mix <= 1.0:
         raise UserError(f"--aux-k {aux_k} / --aux-mix {aux_mix}: expected a positive number of anchors and a share "
                         "between 0 and 1")
+    if aux_mix < 1 and not (init in AUX_METHODS or init.startswith("mapping:")):
+        raise UserError(f"--aux-mix {aux_mix}: blends the rows of --init {'/'.join(AUX_METHODS)} or mapping:FILE with "
+                        f"the wmean decomposition; --init {init} has nothing to blend")
     method, mapping, aux = init, None, None
     if init.startswith("mapping:"):
         method, mapping = "mapping", read_mapping(init.split(":", 1)[1], old, new)
@@ -85,8 +89,13 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
         # new-rows-only training run may touch start at old_vocab_size.
         "prefix_preserved": bool(new.size >= old.size and np.array_equal(copied, np.arange(old.size))),
         "counts": transform.counts(), "model": str(model_dir), "tokenizer": str(tokenizer),
-        "old_tokenizer_fingerprint": old.fingerprint(), "seed": seed,
+        "old_tokenizer_fingerprint": old.fingerprint(), "seed": seed, "mix": aux_mix,
     }
+    if mapping is not None:
+        # a mapping entry for a token the old vocabulary already has loses to the bit-exact copy of its row
+        kept = [t for t in mapping if transform.kinds[new.vocab[t]] == "mapping"]
+        record["mapping"] = {"file": init.split(":", 1)[1], "entries": len(mapping), "used": len(kept),
+                             "superseded_by_copy": len(mapping) - len(kept)}
     if aux is not None:
         record["aux"] = {"corpus": [str(c) for c in aux_corpus], "max_mb": aux_max_mb, "k": aux_k, "mix": aux_mix,
                          "tokens": int(aux.counts.sum()), "trained_vectors": int(aux.trained.sum())}

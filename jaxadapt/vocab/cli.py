@@ -170,9 +170,9 @@ def adapt_cmd(
                                                                              "--aux-corpus.")] = None,
     aux_k: Annotated[int, typer.Option("--aux-k", help="--init knn/omp: anchor tokens combined per new "
                                                        "token.")] = 16,
-    aux_mix: Annotated[float, typer.Option("--aux-mix", help="--init focus/knn/omp: share of the combination in "
-                                                             "each row; the rest is the token's wmean "
-                                                             "decomposition.")] = 1.0,
+    aux_mix: Annotated[float, typer.Option("--aux-mix", help="--init focus/knn/omp/mapping:FILE: share of the "
+                                                             "combination or mapping in each row; the rest is the "
+                                                             "token's wmean decomposition.")] = 1.0,
     overwrite: Overwrite = False,
 ):
     """Build embeddings (and an untied LM head) for a new tokenizer's vocabulary; old tokens keep their rows."""
@@ -185,6 +185,10 @@ def adapt_cmd(
     record = json.loads((path / ADAPTATION_FILE).read_text())
     typer.echo(f"wrote {path} (vocab {record['old_vocab_size']} -> {record['new_vocab_size']}, padded to "
                f"{record['padded_vocab_size']}; rows: {record['counts']})")
+    if record.get("mapping", {}).get("superseded_by_copy"):
+        m = record["mapping"]
+        typer.echo(f"{m['superseded_by_copy']} of the mapping's {m['entries']} entries name tokens the old vocabulary "
+                   "has: their rows are copied from it, not mapped")
 
 
 @vocab_app.command("map")
@@ -218,11 +222,10 @@ def map_cmd(
     from jaxadapt.vocab.transtok import map_parallel
 
     check_file_output(out, "--out")
-    if not fs.is_url(out):
-        if Path(out).exists() and not overwrite:
-            raise UserError(f"--out {out}: exists; pass --overwrite to replace it, or choose another path")
-        if any(Path(out).resolve() == Path(p).resolve() for p in parallel):
-            raise UserError(f"--out {out}: is one of the --parallel files")
+    if fs.exists(out) and not overwrite:
+        raise UserError(f"--out {out}: exists; pass --overwrite to replace it, or choose another path")
+    if any(out == p or not fs.is_url(out) and Path(out).resolve() == Path(p).resolve() for p in parallel):
+        raise UserError(f"--out {out}: is one of the --parallel files")
     stats = map_parallel(source_tokenizer, target_tokenizer, *parallel, out, aligner, iterations, min_count,
                          min_prob, max_sources, seed)
     typer.echo(f"wrote {out}: {stats['mapped_new_tokens']} of {stats['new_vocab']} new tokens mapped "

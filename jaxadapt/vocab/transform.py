@@ -5,9 +5,10 @@ all old rows, so mean-all rows and empty decompositions stay sparse too. Tokens 
 else by the bytes they stand for) and special tokens (by name) copy their old row; the rest follow the method.
 LEP's "conversion" propagation needs exactly this T (built with "mean"), so it is a value of its own.
 focus / knn / omp weigh the shared tokens by auxiliary vectors of the new tokens (auxvec.py, anchors.py); a new token
-without a usable auxiliary vector gets the mean of its old-token decomposition instead. With mix < 1 a combined row is
-mix * (the combination) + (1 - mix) * (the token's wmean decomposition): the combination brings what the token means
-in the target language, the decomposition which token it is (EXPERIMENTS.md (g)).
+without a usable auxiliary vector gets the mean of its old-token decomposition instead. With mix < 1 a combined or
+mapped row is mix * (the combination or mapping) + (1 - mix) * (the token's wmean decomposition): the combination
+brings what the token means, the decomposition which token it is, and the old model's own reading of its bytes, which
+a mapping through English loses where the model knew the language by its bytes (EXPERIMENTS.md (g), Russian).
 """
 
 from __future__ import annotations
@@ -80,16 +81,16 @@ def build_transform(old: TokenizerDir, new: TokenizerDir, method: str = "mean",
                     k: int = AUX_K, mix: float = 1.0) -> Transform:
     """T for initialising `new`'s rows from `old`'s. mapping: new token -> [(old token, weight)] ("mapping");
     aux: auxiliary vectors of `new`'s tokens (focus, knn, omp), k: anchors per token (knn, omp), mix: the share of
-    the combination in a combined row, the rest being the token's wmean decomposition."""
+    the combination or mapping in a row, the rest being the token's wmean decomposition."""
     if method not in METHODS:
         raise UserError(f"--init {method!r}: expected one of {METHODS} (mapping as mapping:FILE)")
     if method in AUX_METHODS and aux is None:
         raise UserError(f"--init {method} needs auxiliary vectors: pass --aux-corpus with target-language text")
     if not 0.0 <= mix <= 1.0:
         raise UserError(f"--aux-mix {mix}: expected a share between 0 and 1")
-    rule = _Rows(old, new, method, mapping or {})
+    rule = _Rows(old, new, method, mapping or {}, mix)
     if method in AUX_METHODS:
-        rule.combined = _combined(rule, new, method, aux, k, mix)
+        rule.combined = _combined(rule, new, method, aux, k)
     rows, cols, vals, kinds = [], [], [], []
     copy_from = np.full(new.size, -1, np.int64)
     for new_id, tok in enumerate(new.tokens):
@@ -108,8 +109,8 @@ def build_transform(old: TokenizerDir, new: TokenizerDir, method: str = "mean",
 class _Rows:
     """One new token -> (old id -> weight, kind): the per-token rules of METHODS.md §2."""
 
-    def __init__(self, old: TokenizerDir, new: TokenizerDir, method: str, mapping: dict):
-        self.old, self.method, self.mapping = old, method, mapping
+    def __init__(self, old: TokenizerDir, new: TokenizerDir, method: str, mapping: dict, mix: float = 1.0):
+        self.old, self.method, self.mapping, self.mix = old, method, mapping, mix
         self.old_style, self.new_style = style(old.spec), style(new.spec)
         self.old_added = {t["content"] for t in old.added}
         self.new_added = {t["content"] for t in new.added}
@@ -138,7 +139,7 @@ class _Rows:
         if self.method == "merge":
             return self.merged(tok), "merge"
         if self.method == "mapping" and tok in self.mapping:
-            return {self.old.vocab[o]: w for o, w in self.mapping[tok]}, "mapping"
+            return self.blend(tok, {self.old.vocab[o]: w for o, w in self.mapping[tok]}), "mapping"
         if tok in self.combined:
             return self.combined[tok], self.method
         ids = self.decompose(token_bytes(tok, self.new_style))
@@ -155,6 +156,16 @@ class _Rows:
         if self.old_style == self.new_style and tok in self.old.vocab and tok not in self.old_added:
             return self.old.vocab[tok]
         return self.by_bytes.get(token_bytes(tok, self.new_style))
+
+    def blend(self, tok: str, weights: dict[int, float]) -> dict[int, float]:
+        """mix * weights + (1 - mix) * the token's wmean decomposition; the weights alone at mix 1 or when the token
+        has no decomposition."""
+        ids = self.decompose(token_bytes(tok, self.new_style)) if self.mix < 1 else []
+        share = self.mix if ids else 1.0
+        row = {j: share * w for j, w in weights.items() if w != 0}
+        for j, w in (_wmean(ids, self.old, self.old_style) if ids else {}).items():
+            row[j] = row.get(j, 0.0) + (1 - share) * w
+        return row
 
     def merged(self, tok: str) -> dict[int, float]:
         """e(ab) = (e(a) + e(b)) / 2 down the new tokenizer's merge tree, old tokens at the leaves."""
@@ -173,8 +184,7 @@ class _Rows:
         return self.memo[tok]
 
 
-def _combined(rule: _Rows, new: TokenizerDir, method: str, aux: AuxVectors, k: int,
-              mix: float) -> dict[str, dict[int, float]]:
+def _combined(rule: _Rows, new: TokenizerDir, method: str, aux: AuxVectors, k: int) -> dict[str, dict[int, float]]:
     """Weights over old ids for each new token that has an auxiliary vector, from the anchors: shared tokens whose
     auxiliary vector was trained (seen often enough in the auxiliary corpus)."""
     if aux.vectors.shape[0] != new.size:
@@ -197,14 +207,10 @@ def _combined(rule: _Rows, new: TokenizerDir, method: str, aux: AuxVectors, k: i
     out = {}
     for r, i in enumerate(targets):
         lo, hi = weights.indptr[r], weights.indptr[r + 1]
-        ids = rule.decompose(token_bytes(new.tokens[i], rule.new_style)) if mix < 1 else []
-        share = mix if ids else 1.0  # no decomposition to blend with: the combination alone
         row: dict[int, float] = {}
         for j, w in zip(old_ids[weights.indices[lo:hi]], weights.data[lo:hi]):
-            if w != 0:
-                row[int(j)] = row.get(int(j), 0.0) + share * float(w)
-        for j, w in (_wmean(ids, rule.old, rule.old_style) if ids else {}).items():
-            row[j] = row.get(j, 0.0) + (1 - share) * w
+            row[int(j)] = row.get(int(j), 0.0) + float(w)
+        row = rule.blend(new.tokens[i], row)
         if row:
             out[new.tokens[i]] = row
     return out

@@ -101,7 +101,7 @@ def retention(stages: Path, staged: Path) -> list[str]:
     return lines + [""]
 
 
-REPLACEMENT_INITS = ("mean", "random", "focus", "knn", "omp", "focus-wmean", "mapping")
+REPLACEMENT_INITS = ("mean", "random", "focus", "knn", "omp", "focus-wmean", "mapping", "mapping-wmean")
 
 
 def replacement(stages: Path) -> list[str]:
@@ -110,7 +110,7 @@ def replacement(stages: Path) -> list[str]:
     lines = []
     for lang, cols in (("nl", ("nl", "nl-ood", "en-ood", "ru-ood", "de-ood")),
                        ("ru", ("ru", "ru-ood", "en-ood", "nl-ood", "de-ood"))):
-        inits = [i for i in REPLACEMENT_INITS if lang == "nl" or i != "mapping"]  # no English-Russian mapping
+        inits = REPLACEMENT_INITS
         lines += _header(f"(g) {lang}", (*cols, f"{lang} tokens"))
         lines.append(_row(stages, "original SmolLM2, its own tokenizer", f"eval_{lang}_original", cols,
                           extra=(f"{lang}.tokens",)))

@@ -141,3 +141,31 @@ def test_data_parallel_bad_options_write_nothing(args, match, tmp_path, capsys):
     assert main(["data", "parallel", *args, "--out", str(out)]) == 2
     assert match in capsys.readouterr().err
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_held_out_pages_are_left_out(en_nl, tmp_path, capsys):
+    """The pages of a `data split` held-out file are paired on neither side, so a mapping never sees scored text."""
+    from jaxadapt.data.split import split_corpus
+
+    split_corpus("debian:nl", tmp_path / "split", 0.03, 20)
+    held = [json.loads(x)["text"] for x in (tmp_path / "split" / "heldout.jsonl").open(encoding="utf-8")]
+    out = tmp_path / "pairs"
+    assert main(["data", "parallel", "debian", "--langs", "en,nl", "--out", str(out),
+                 "--exclude", str(tmp_path / "split" / "heldout.jsonl")]) == 0
+    assert "left out 20 held-out pages" in capsys.readouterr().out
+    stats = json.loads((out / "debian-en-nl.json").read_text())
+    excluded = stats["pages"]["excluded"]
+    assert len(excluded) == len(held) == 20
+    assert stats["pages"]["paired_by_path"] == en_nl[1]["pages"]["paired_by_path"] - 20
+    nl_pages = help_pages("nl")
+    assert {"\n\n".join(nl_pages[p]) for p in excluded} == set(held)
+    sources = {json.loads(x)["source"].split(":", 1)[1].split("#")[0]
+               for x in (out / "debian-en-nl.nl.jsonl").open(encoding="utf-8")}
+    assert sources and not sources & set(excluded)
+
+    unrelated = _lines(tmp_path / "other.jsonl", ["A document that is no page of the help at all."])
+    assert main(["data", "parallel", "debian", "--langs", "en,nl", "--out", str(tmp_path / "none"),
+                 "--exclude", unrelated]) == 2
+    err = capsys.readouterr().err
+    assert "--exclude " in err and "other.jsonl: none of its 1 documents is a page of the en or nl" in err
+    assert not (tmp_path / "none").exists()

@@ -129,6 +129,7 @@ def test_aux_options_fail_before_any_work(smollm2_tok_dir, replaced, tmp_path, c
     for extra, phrase in ((["--init", "focus"], "--init focus needs --aux-corpus"),
                           (["--init", "mean", "--aux-corpus", str(corpus)], "used by --init focus/knn/omp only"),
                           (["--init", "omp", "--aux-corpus", str(corpus), "--aux-mix", "1.5"], "--aux-mix 1.5"),
+                          (["--init", "wmean", "--aux-mix", "0.5"], "--init wmean has nothing to blend"),
                           (["--init", "knn", "--aux-corpus", str(tmp_path / "none.jsonl")], "none.jsonl")):
         assert main(argv + extra) == 2
         err = capsys.readouterr().err.strip()

@@ -21,6 +21,7 @@ from jaxadapt.vocab.transform import read_mapping
 from jaxadapt.vocab.transtok import build_mapping, spread, word_units, write_mapping
 
 # Dutch words of the help and the English word a translator would give, for the aligned sample to get right.
+BUCKET = "jaxadapt-transtok"
 GLOSSARY = {"Ġbestand": "Ġfile", "Ġvenster": "Ġwindow", "Ġtabel": "Ġtable", "Ġcel": "Ġcell", "Ġknop": "Ġbutton",
             "Ġkolom": "Ġcolumn", "Ġrij": "Ġrow", "Ġtekst": "Ġtext", "Ġpictogram": "Ġicon", "Ġlettertype": "Ġfont",
             "Ġalinea": "Ġparagraph", "Ġvoor": "Ġfor", "Ġniet": "Ġnot", "Ġhet": "Ġthe", "Ġen": "Ġand", "Ġvan": "Ġof"}
@@ -111,6 +112,10 @@ def test_mapping_round_trip_into_vocab_adapt(sample, hf_dir, tmp_path, capsys):
     record = json.loads((adapted / "adaptation.json").read_text())
     mapped = [t for t in mapping if t not in old.vocab]  # tokens the old vocabulary has are copied instead
     assert record["counts"]["mapping"] == len(mapped)
+    assert record["mapping"] == {"file": str(out), "entries": len(mapping), "used": len(mapped),
+                                 "superseded_by_copy": len(mapping) - len(mapped)} and len(mapped) < len(mapping)
+    assert f"{len(mapping) - len(mapped)} of the mapping's {len(mapping)} entries name tokens the old vocabulary " \
+           "has" in capsys.readouterr().out
     before, after = load_file(model_dir / "model.safetensors"), load_file(adapted / "model.safetensors")
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         rows = random.Random(0).sample(mapped, 50)
@@ -119,6 +124,18 @@ def test_mapping_round_trip_into_vocab_adapt(sample, hf_dir, tmp_path, capsys):
         np.testing.assert_allclose(after[name][[new.vocab[t] for t in rows]], want, rtol=1e-5, atol=1e-6)
         copied = next(t for t in mapping if t in old.vocab)
         np.testing.assert_array_equal(after[name][new.vocab[copied]], before[name][old.vocab[copied]])
+
+    # --aux-mix blends each mapped row with the token's wmean decomposition (the wmean init's row)
+    for init, extra in (("wmean", []), (f"mapping:{out}", ["--aux-mix", "0.25"])):
+        assert main(["vocab", "adapt", "--model", str(model_dir), "--tokenizer", str(sample["new_dir"]),
+                     "--init", init, "--out", str(tmp_path / init[:5]), *extra]) == 0
+    wmean = load_file(tmp_path / "wmean" / "model.safetensors")
+    mixed = load_file(tmp_path / "mappi" / "model.safetensors")
+    ids = [new.vocab[t] for t in mapped]
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        want = 0.25 * after[name][ids].astype(np.float64) + 0.75 * wmean[name][ids].astype(np.float64)
+        np.testing.assert_allclose(mixed[name][ids], want, rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "mappi" / "adaptation.json").read_text())["mix"] == 0.25
 
 
 def _wordlevel_tokenizer(path):
@@ -146,6 +163,7 @@ def test_bad_input_writes_nothing(sample, tmp_path, capsys):
     cases = [
         ([en, str(tmp_path / "short.jsonl")], {}, "the files must be line-aligned"),
         ([en, str(tmp_path / "empty.jsonl")], {}, "empty.jsonl is empty"),
+        ([en, str(tmp_path / "missing.jsonl")], {}, "missing.jsonl: no such file"),
         ([en, str(tmp_path / "shuffled.jsonl")], {}, "do not look sentence-aligned"),
         ([en, nl], {"--target-tokenizer": str(ru)}, "of its tokens on this text are '[UNK]': it cannot spell"),
         ([en, nl], {"--min-count": "1e9", "--aligner": "fast_align", "--iterations": "1"},
@@ -182,3 +200,23 @@ def test_mapping_for_another_tokenizer_is_refused_by_adapt(sample, hf_dir, tmp_p
                  "--init", f"mapping:{tmp_path / 'map.json'}", "--out", str(out)]) == 2
     assert "is not a token of the new tokenizer" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_parallel_text_and_mapping_in_a_bucket(sample, gcs, capsys):
+    """`vocab map` reads its pairs from gs:// and writes the mapping there; an existing mapping object is refused
+    before the aligner runs and left as it was."""
+    fs, _ = gcs
+    d = sample["dir"]
+    for name in ("en.jsonl", "nl.jsonl"):
+        fs.pipe(f"{BUCKET}/par/{name}", (d / name).read_bytes())
+    url = f"gs://{BUCKET}/out/map.json"
+    args = ["vocab", "map", "--source-tokenizer", str(sample["old_dir"]), "--target-tokenizer",
+            str(sample["new_dir"]), "--parallel", f"gs://{BUCKET}/par/en.jsonl", f"gs://{BUCKET}/par/nl.jsonl",
+            "--out", url, "--aligner", "fast_align", "--iterations", "1"]
+    assert main(args) == 0
+    written = fs.cat(url)
+    assert "Ġbestand" in json.loads(written)
+    capsys.readouterr()
+    assert main(args) == 2
+    assert f"--out {url}: exists; pass --overwrite" in capsys.readouterr().err
+    assert fs.cat(url) == written
