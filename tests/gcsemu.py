@@ -6,7 +6,9 @@ Two fidelity fixes: real GCS sends an object's generation in the `x-goog-generat
 tensorstore's conditional writes (orbax's OCDBT manifest, rewritten at every checkpoint) depend on it; the emulator
 leaves it out, so its download handler is wrapped to add it. And real GCS refuses an upload with
 `ifGenerationMatch=0` (create only) when the object exists, with 412, which the run-dir lease relies on; the
-emulator ignores the condition, so its upload handler is wrapped to check it.
+emulator ignores the condition, so its upload handler is wrapped to check it; likewise a delete with
+`ifGenerationMatch=G`, which real GCS refuses with 412 when the object has another generation (the lease's
+takeover of an expired lease relies on it).
 """
 
 from __future__ import annotations
@@ -74,6 +76,36 @@ def _honour_create_only() -> None:
                 table[method] = insert
 
 
+def _honour_delete_precondition() -> None:
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.handlers import objects
+
+    plain = objects.delete
+    if getattr(plain, "conditional", False):
+        return
+
+    def delete(request, response, storage, *args, **kwargs):
+        want = request.query.get("ifGenerationMatch")
+        if want:
+            try:
+                obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+            except Exception:  # absent: the plain handler answers 404
+                return plain(request, response, storage, *args, **kwargs)
+            if str(obj["generation"]) != want[0]:
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                return None
+        return plain(request, response, storage, *args, **kwargs)
+
+    delete.conditional = True
+    objects.delete = delete
+    for _, table in server.HANDLERS:
+        for method, handler in list(table.items()):
+            if handler is plain:
+                table[method] = delete
+
+
 def _quiet_disconnects(httpd) -> None:
     """A client that closes a connection early (gcsfs does, after a ranged read) is not an error worth a traceback
     on stderr, where it would mix with the one-line errors the tests read."""
@@ -97,6 +129,7 @@ def emulated_gcs(bucket: str) -> Iterator[tuple[object, dict]]:
 
     _add_generation_header()
     _honour_create_only()
+    _honour_delete_precondition()
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]

@@ -136,6 +136,28 @@ def test_rejects_unsupported_config_values():
         ModelConfig.from_hf({**gemma, "hidden_activation": "relu"})
 
 
+def test_every_accepted_activation_has_a_function():
+    """The config accepts activations by name without importing jax; the model maps the same names to functions."""
+    from jaxadapt.config import model as config_model
+    from jaxadapt import model
+
+    assert set(model.ACTIVATIONS) == set(config_model.ACTIVATIONS)
+
+
+def test_layer_kind_is_static_where_it_can_be():
+    """One place decides a layer's kind: a Python bool for uniform models and unrolled layers, a traced flag for the
+    scan's layer index where the layers mix (Gemma)."""
+    from jaxadapt.model import is_sliding
+
+    gemma = ModelConfig.from_hf({"model_type": "gemma2", "num_hidden_layers": 4})
+    llama = ModelConfig.from_hf({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                                 "num_hidden_layers": 2, "num_attention_heads": 2})
+    assert is_sliding(llama, jnp.int32(1)) is False
+    assert [is_sliding(gemma, i) for i in range(4)] == list(gemma.sliding_layers) == [True, False, True, False]
+    flags = jax.jit(lambda i: is_sliding(gemma, i))
+    assert [bool(flags(jnp.int32(i))) for i in range(4)] == [True, False, True, False]
+
+
 def test_gemma_configs_fill_transformers_defaults():
     """A sparse Gemma config.json (the multimodal Gemma-3's text_config above all) means what transformers reads from
     it: the class defaults, the layer pattern spelled out, Gemma-3's per-kind RoPE parameters."""

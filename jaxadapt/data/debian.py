@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from jaxadapt.assets import cache_dir
+from jaxadapt.fs import cache_dir
 from jaxadapt.data.markup import fortunes, html_text, roff_text
 from jaxadapt.errors import UserError
 

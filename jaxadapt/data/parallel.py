@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from jaxadapt import fs
-from jaxadapt.assets import cache_dir
+from jaxadapt.fs import cache_dir
 from jaxadapt.data.debian import PACKAGES, corpus
 from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import atomic_dir

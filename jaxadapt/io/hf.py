@@ -99,7 +99,7 @@ def _fetch_tokenizer(url: str, side_files: tuple[str, ...]) -> Path:
     import hashlib
     import shutil
 
-    from jaxadapt.assets import cache_dir
+    from jaxadapt.fs import cache_dir
 
     if not fs.exists(url):
         return Path(url)
@@ -117,7 +117,7 @@ def _fetch_tokenizer(url: str, side_files: tuple[str, ...]) -> Path:
 def resolve(path_or_hub_id: str | os.PathLike) -> Path:
     """A local dir as is; a URL (`gs://...`) mirrored into the cache; an `org/name` hub id through huggingface_hub."""
     if is_url(str(path_or_hub_id)):
-        from jaxadapt.assets import cache_dir
+        from jaxadapt.fs import cache_dir
 
         return Path(local_copy(str(path_or_hub_id), str(cache_dir("remote"))))
     p = Path(path_or_hub_id)

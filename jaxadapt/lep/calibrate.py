@@ -19,12 +19,12 @@ from jaxadapt.errors import UserError
 from jaxadapt.fs import atomic_file
 from jaxadapt.train.config import RunConfig
 
-DEFAULTS = (
-    "train.trainable=lora+embeddings", "train.objective=sft", "data.task=sft",
-    "lora.rank=8", "lora.alpha=1", "lora.layers=[0,-1]", "lora.dropout=0.0",
-    "optim.learning_rate=2.5e-5", "optim.weight_decay=0.1", "optim.schedule=cosine",
-    "train.steps=100", "train.batch_size=8", "train.seq_len=1024", "data.validation_fraction=0",
-)
+DEFAULTS = {
+    "train": {"trainable": "lora+embeddings", "objective": "sft", "steps": 100, "batch_size": 8, "seq_len": 1024},
+    "data": {"task": "sft", "validation_fraction": 0},
+    "lora": {"rank": 8, "alpha": 1, "layers": [0, -1], "dropout": 0.0},
+    "optim": {"learning_rate": 2.5e-5, "weight_decay": 0.1, "schedule": "cosine"},
+}
 
 
 def read_prompts(path) -> list[str]:
@@ -84,7 +84,7 @@ def calibrate(student: str, *, teacher: str | None = None, prompts=None, data=No
             print(f"teacher answered {kept} prompts ({dropped} empty answers dropped) -> {data}")
     elif not fs.exists(str(data)):
         raise UserError(f"--data {data}: no such file")
-    cfg = load_config(RunConfig, None, [*DEFAULTS, f"model.path={student}", f"runs_root={runs_root}",
-                                        f"name={name}", f"data.sources=[{{name: sft, paths: ['{data}']}}]",
-                                        *overrides])
+    run = {**DEFAULTS, "model": {"path": str(student)}, "runs_root": str(runs_root), "name": name,
+           "data": {**DEFAULTS["data"], "sources": [{"name": "sft", "paths": [str(data)]}]}}
+    cfg = load_config(RunConfig, run, overrides, source="calibrate's defaults")
     return train(cfg)

@@ -24,13 +24,13 @@ from jaxadapt.errors import UserError
 from jaxadapt.io.hf import read_config, resolve
 from jaxadapt.io.rewrite import checkpoint_dtype, read_matrix, rewrite
 from jaxadapt.lep.maps import METHODS, estimate
+from jaxadapt.vocab.adapt import pad_rows, padded_size
 from jaxadapt.vocab.tokdir import TokenizerDir, read_tokenizer
 from jaxadapt.vocab.transform import build_transform
 
 ARCH_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
              "num_key_value_heads", "head_dim", "tie_word_embeddings")
 PROPAGATION_FILE = "propagation.json"
-VOCAB_PAD = 128  # rows, as `vocab adapt --pad-to` (TPU tiles)
 
 
 @dataclass
@@ -140,9 +140,8 @@ def propagate(base, donor, target, method: str = "conversion", out=None, *, voca
     del b_embed, b_head, fit
 
     tokenizer, kept = output_tokenizer(don, target)
-    rows = max(len(tokenizer), new_embed.shape[0])
-    rows = -(-rows // VOCAB_PAD) * VOCAB_PAD
-    new_embed, new_head = _pad(new_embed, rows), None if new_head is None else _pad(new_head, rows)
+    rows = padded_size(max(len(tokenizer), new_embed.shape[0]))
+    new_embed, new_head = pad_rows(new_embed, rows), None if new_head is None else pad_rows(new_head, rows)
     for tok, out_id in kept.items():  # the target's own chat markers keep their rows
         new_embed[out_id] = t_embed[target_tok.vocab[tok]]
         if new_head is not None:
@@ -185,9 +184,3 @@ def output_tokenizer(donor: Donor, target: Path):
     vocab = tok.get_vocab()
     kept = {t: vocab[t] for t in inst.get_added_vocab() if t in vocab}
     return tok, kept
-
-
-def _pad(m: np.ndarray, rows: int) -> np.ndarray:
-    if m.shape[0] >= rows:
-        return m[:rows].copy()
-    return np.concatenate([m, np.broadcast_to(m.mean(axis=0), (rows - m.shape[0], m.shape[1]))]).astype(m.dtype)

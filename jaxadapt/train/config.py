@@ -18,6 +18,8 @@ from jaxadapt.model import REMAT_POLICIES
 from jaxadapt.params import LORA_TARGETS
 
 TRAINABLE_PARTS = ("full", "lora", "embeddings", "new_rows")
+# the dtypes a run trains in (float16 would need loss scaling, which the trainer does not do)
+TRAIN_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,8 @@ class LoggingConfig:
 class ModelSection:
     path: str = ""  # an HF dir, a hub id, or a preset name (random init, for smoke tests and benchmarks)
     tokenizer: str | None = None  # default: the model dir's own tokenizer
-    param_dtype: Literal["float32", "bfloat16"] = "float32"
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    param_dtype: Literal[TRAIN_DTYPES] = "float32"
+    compute_dtype: Literal[TRAIN_DTYPES] = "float32"
     remat: Literal[tuple(REMAT_POLICIES)] = "none"
     # the attention kernel; auto: splash on a TPU (jaxadapt.splash), cuDNN's fused attention on a GPU computing in
     # bfloat16/float16, XLA's elsewhere (train/step.resolve_attention_impl); None: jax.nn.dot_product_attention's

@@ -20,7 +20,6 @@ from jaxadapt.errors import UserError
 # Memory per device (GiB) of the accelerators a plan is usually made for.
 DEVICE_MEMORY_GB = {"tpu-v4": 32, "tpu-v5e": 16, "tpu-v5p": 95, "tpu-v6e": 32, "a100-40gb": 40, "a100-80gb": 80,
                     "h100": 80, "h200": 141}
-DTYPES = ("float32", "bfloat16")
 
 
 def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, device: str,
@@ -28,7 +27,7 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
                compute_dtype: str | None = None) -> None:
     """Reject bad input in the parent, before a subprocess and a compile are paid for."""
     from jaxadapt.model import REMAT_POLICIES
-    from jaxadapt.train.config import Trainable
+    from jaxadapt.train.config import TRAIN_DTYPES, Trainable
 
     try:
         rows = Trainable(trainable).rows
@@ -43,7 +42,8 @@ def check_args(trainable: str, batch: int, seq: int, dtype: str, remat: str, dev
     for name, value in (("--logits-chunk", logits_chunk), ("--attention-chunk", attention_chunk)):
         if value != "auto" and (value < 0 or (value and seq % value)):
             raise UserError(f"{name}={value}: expected 0 (no chunking) or a divisor of --seq={seq}")
-    for name, value, allowed in (("--dtype", dtype, DTYPES), ("--compute-dtype", compute_dtype or dtype, DTYPES),
+    for name, value, allowed in (("--dtype", dtype, TRAIN_DTYPES),
+                                 ("--compute-dtype", compute_dtype or dtype, TRAIN_DTYPES),
                                  ("--remat", remat, tuple(REMAT_POLICIES)),
                                  ("--device", device, tuple(DEVICE_MEMORY_GB))):
         if value not in allowed:

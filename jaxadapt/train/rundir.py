@@ -58,7 +58,10 @@ class Lease:
     Taking it when it exists: watch it. If its beat moves, the holder is alive: refused. If it has not been refreshed
     for `seconds` (by the holder's clock; hosts' clocks agree far better than that), the holder died without
     releasing it, as a preempted VM does: it is deleted and taken. So a resume waits at most `seconds` after a hard
-    kill, none after a clean exit, and a concurrent second trainer is refused within about `seconds / 4`."""
+    kill, none after a clean exit, and a concurrent second trainer is refused within about `seconds / 4`. Deletes
+    name the version read (fs.remove_version), so a takeover never removes a lease created meanwhile.
+    A refresh reads the token, then rewrites: only a holder stalled for `seconds` between those two calls could
+    overwrite a successor's lease (GCS has no conditional rewrite that gcsfs exposes)."""
 
     def __init__(self, run_dir, seconds: float | None = None):
         self.run_dir = str(run_dir).rstrip("/")
@@ -74,15 +77,17 @@ class Lease:
             self.record = {**self.record, "time": time.time()}  # fresh, however long the wait before it was
             if fs.create_new(self.path, json.dumps(self.record)):
                 break
-            held = self._read()
+            held, version = self._read()
             if held is None:  # released between the two calls
                 continue
             if first is not None and (held.get("token"), held.get("beat")) != (first.get("token"), first.get("beat")):
                 raise _in_use(self.run_dir, held.get("holder", "another trainer"))
             if time.time() - float(held.get("time", 0)) > self.seconds:
-                print(f"warning: {self.path}: the lease of {held.get('holder')} was not refreshed for "
-                      f"{self.seconds:.0f} s (its trainer is gone); taking it over", file=sys.stderr, flush=True)
-                fs.remove(self.path)
+                # only the version judged expired is deleted: of two trainers taking over the same dead lease, the
+                # later delete fails rather than removing the lease the other has just created
+                if fs.remove_version(self.path, version):
+                    print(f"warning: {self.path}: the lease of {held.get('holder')} was not refreshed for "
+                          f"{self.seconds:.0f} s (its trainer is gone); taking it over", file=sys.stderr, flush=True)
                 continue
             if first is None:
                 first = held
@@ -97,22 +102,24 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        held = self._read()
+        held, version = self._read()
         if held is not None and held.get("token") == self.record["token"]:
-            fs.remove(self.path)
+            fs.remove_version(self.path, version)
 
-    def _read(self) -> dict | None:
+    def _read(self) -> tuple[dict | None, str | None]:
+        """(the lease, its version for fs.remove_version); (None, None) when there is none."""
+        got = fs.read_version(self.path)
+        if got is None:
+            return None, None
         try:
-            return json.loads(fs.read_text(self.path))
-        except FileNotFoundError:
-            return None
+            return json.loads(got[0]), got[1]
         except ValueError:  # not ours to judge: a torn or foreign file counts as a holder that never refreshes
-            return {"holder": f"an unreadable {LOCK}", "time": 0}
+            return {"holder": f"an unreadable {LOCK}", "time": 0}, got[1]
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.seconds / 4):
             try:
-                held = self._read()
+                held, _ = self._read()
                 if held is None or held.get("token") != self.record["token"]:
                     print(f"warning: {self.path}: this trainer's lease was taken over by "
                           f"{(held or {}).get('holder', 'nobody')}; another trainer may now write this run dir",

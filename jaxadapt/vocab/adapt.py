@@ -16,7 +16,7 @@ import numpy as np
 from jaxadapt.config import ModelConfig
 from jaxadapt.config.model import check_dtype
 from jaxadapt.errors import UserError
-from jaxadapt.io.hf import read_hf_config, resolve
+from jaxadapt.io.hf import read_config, resolve
 from jaxadapt.io.rewrite import checkpoint_dtype, read_matrix, rewrite
 from jaxadapt.vocab.tokdir import (
     TokenizerDir,
@@ -27,9 +27,10 @@ from jaxadapt.vocab.tokdir import (
 from jaxadapt.vocab.transform import AUX_K, AUX_METHODS, Transform, build_transform, read_mapping
 
 ADAPTATION_FILE = "adaptation.json"
+VOCAB_PAD = 128  # rows: vocabularies are padded to a multiple of this (TPU tiles)
 
 
-def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int = 128, seed: int = 0,
+def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int = VOCAB_PAD, seed: int = 0,
           dtype: str | None = None, aux_corpus: list | None = None, aux_max_mb: float | None = None,
           aux_k: int = AUX_K, aux_mix: float = 1.0) -> Path:
     """Write `out`: model_dir's model with `tokenizer`'s vocabulary, new rows initialised by `init`.
@@ -42,8 +43,7 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     Everything is checked before the model is loaded; nothing is written on error.
     """
     model_dir = resolve(model_dir)
-    hf_cfg = read_hf_config(model_dir)
-    cfg = ModelConfig.from_hf(hf_cfg, source=str(model_dir / "config.json"))
+    cfg = read_config(model_dir)
     try:
         old = read_tokenizer(old_tokenizer or model_dir)
     except TokenizerError as e:
@@ -74,7 +74,7 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
     transform = build_transform(old, new, method, mapping, aux, aux_k, aux_mix)
     dtype = check_dtype(dtype or checkpoint_dtype(model_dir))
 
-    padded = -(-new.size // pad_to) * pad_to
+    padded = padded_size(new.size, pad_to)
     out_cfg = _remap_special_ids(cfg.replace(vocab_size=padded), old, new)
     replace = {"model.embed_tokens.weight": lambda: grow(read_matrix(model_dir, "model.embed_tokens.weight"),
                                                          transform, padded, seed)}
@@ -104,12 +104,21 @@ def adapt(model_dir, tokenizer, init: str, out, old_tokenizer=None, pad_to: int 
 
 
 def grow(old: np.ndarray, transform: Transform, padded: int, seed: int) -> np.ndarray:
-    """The new vocabulary's rows [padded, hidden] from the old ones: the transform's, then padding rows (the mean
-    of the old rows, never produced)."""
-    n = transform.new_size
-    rows = transform.apply(old, seed)
-    pad = np.broadcast_to(old[: transform.old_size].mean(axis=0, dtype=np.float64), (padded - n, old.shape[1]))
-    return np.concatenate([rows, pad.astype(old.dtype)])
+    """The new vocabulary's rows [padded, hidden] from the old ones: the transform's, then padding rows."""
+    return pad_rows(transform.apply(old, seed), padded, old[: transform.old_size])
+
+
+def padded_size(n: int, multiple: int = VOCAB_PAD) -> int:
+    return -(-n // multiple) * multiple
+
+
+def pad_rows(m: np.ndarray, rows: int, mean_of: np.ndarray | None = None) -> np.ndarray:
+    """`m` with rows appended up to `rows`: the mean of `mean_of`'s rows (default: m's), a row the model never
+    produces (no token has its id) that stays inside the embedding's range."""
+    if rows < m.shape[0]:
+        raise ValueError(f"pad_rows: {m.shape[0]} rows do not fit in {rows}")
+    mean = (m if mean_of is None else mean_of).mean(axis=0, dtype=np.float64)
+    return np.concatenate([m, np.broadcast_to(mean, (rows - m.shape[0], m.shape[1])).astype(m.dtype)])
 
 
 def check_pair(model_dir: Path, cfg: ModelConfig, old: TokenizerDir, new: TokenizerDir, origin: dict | None) -> None:

@@ -10,10 +10,9 @@ weights over the anchors are found from the auxiliary vectors alone, then applie
   vectors reconstruct the token's by least squares, and the same coefficients build its row. tokensurgeon's
   auxiliary space is another LM's embedding matrix, where raw (also negative) coefficients carry over. A fastText
   space is no linear image of the model's: with tokensurgeon's rule (picks by |correlation|, raw coefficients) the
-  rows left the model's scale, and SmolLM2 with a replaced Dutch vocabulary scored 3.1-4.3 bits per byte on
-  held-out Dutch at step 0 (k = 2-16; mean: 2.23, random: 5.24; measured while developing this, 2026-12-04). So
-  here OMP fits unit vectors, picks only positively correlated anchors and keeps a convex combination
-  (coefficients clipped at 0, summing to 1): 2.49 at k = 16 (EXPERIMENTS.md (g)).
+  rows leave the model's scale and start far behind mean (EXPERIMENTS.md (g) has the figures). So here OMP fits
+  unit vectors, picks only positively correlated anchors and keeps a convex combination (coefficients clipped at 0,
+  summing to 1), which keeps every row inside the hull of real rows.
 Every function returns a [targets, anchors] sparse matrix of weights; ties are broken by the lower anchor index, so
 the result depends only on the inputs.
 """

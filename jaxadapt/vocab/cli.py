@@ -12,6 +12,7 @@ import typer
 from jaxadapt.errors import UserError
 from jaxadapt.io.atomic import check_file_output, check_output
 from jaxadapt.options import Overwrite
+from jaxadapt.vocab.adapt import VOCAB_PAD
 
 tokenizer_app = typer.Typer(no_args_is_help=True, add_completion=False,
                             help="Train, extend and measure tokenizers for a target language.")
@@ -160,7 +161,7 @@ def adapt_cmd(
     out: Annotated[str, typer.Option("--out", help="The HF model dir to write (a path or a gs:// URL).")],
     old_tokenizer: Annotated[Optional[str], typer.Option("--old-tokenizer", help="The model's tokenizer, if not in "
                                                                                  "--model.")] = None,
-    pad_to: Annotated[int, typer.Option("--pad-to", help="Pad the vocabulary to a multiple of this.")] = 128,
+    pad_to: Annotated[int, typer.Option("--pad-to", help="Pad the vocabulary to a multiple of this.")] = VOCAB_PAD,
     seed: Annotated[int, typer.Option(help="Seed of --init random and of the auxiliary fastText vectors.")] = 0,
     dtype: Annotated[Optional[str], typer.Option(help="Parameter dtype written (default: the model's).")] = None,
     aux_corpus: Annotated[Optional[list[str]], typer.Option(

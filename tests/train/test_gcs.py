@@ -12,6 +12,7 @@ import pytest
 from trainhelpers import train_command
 
 from jaxadapt.errors import UserError
+from jaxadapt import fs as jfs
 from jaxadapt.train.rundir import Lease
 
 BUCKET = "jaxadapt-test"
@@ -98,3 +99,35 @@ def test_a_bucket_run_dir_has_one_trainer_at_a_time(gcs, capsys):
     assert json.loads(fs.cat(f"{BUCKET}/runs/leased/.lock"))["token"] == second.record["token"]
     second.release()
     assert not fs.exists(f"{BUCKET}/runs/leased/.lock")
+
+
+def test_two_trainers_taking_over_one_dead_lease_cannot_both_hold_it(gcs, capsys, monkeypatch):
+    """Both read the expired lease; the second stalls before its delete while the first deletes it and creates its
+    own. The second's delete names the version it read, so GCS refuses it instead of removing the first's fresh
+    lease, and the second then finds a live holder and is refused."""
+    fs, _ = gcs
+    run = f"gs://{BUCKET}/runs/raced"
+    lock = f"{run}/.lock"
+    fs.pipe(lock.removeprefix("gs://"), json.dumps({"holder": "a preempted VM", "token": "dead", "beat": 3,
+                                                    "time": time.time() - 60}).encode())
+    text, dead = jfs.read_version(lock)
+    assert json.loads(text)["token"] == "dead" and dead.isdigit()
+
+    first, second = Lease(run, seconds=1.0), Lease(run, seconds=1.0)
+    real = jfs.remove_version
+
+    def stalled(path, version):  # the second trainer, between judging the lease expired and deleting it
+        monkeypatch.setattr(jfs, "remove_version", real)
+        first.acquire()
+        assert not fs.exists(lock.removeprefix("gs://")) or json.loads(fs.cat(lock.removeprefix("gs://")))[
+            "token"] == first.record["token"]
+        return real(path, version)
+
+    monkeypatch.setattr(jfs, "remove_version", stalled)
+    with pytest.raises(UserError, match="is in use by pid"):
+        second.acquire()
+    assert capsys.readouterr().err.count("taking it over") == 1  # the first's; the second's delete was refused
+    assert json.loads(fs.cat(lock.removeprefix("gs://")))["token"] == first.record["token"]
+    assert not jfs.remove_version(lock, dead)
+    first.release()
+    assert jfs.read_version(lock) is None and not jfs.remove_version(lock, dead)

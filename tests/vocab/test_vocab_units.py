@@ -9,6 +9,7 @@ import pytest
 
 from jaxadapt.errors import UserError
 from jaxadapt.vocab import build_transform, train
+from jaxadapt.vocab.adapt import pad_rows, padded_size
 from jaxadapt.vocab.bpe_learn import continue_bpe
 from jaxadapt.vocab.surface import BYTE_LEVEL, METASPACE, spell, style, token_bytes
 from jaxadapt.vocab.tokdir import TokenizerDir
@@ -136,3 +137,19 @@ def test_decomposing_partial_characters(toy):
     assert Decomposer(new)(b" de" + cut[1:]) == [new.vocab["▁de"], new.vocab["<0xD0>"]], "byte fallback"
     assert Decomposer(new)(b" de") == [new.vocab["▁de"]], "mid-sentence: the space is the word's own ▁"
     assert Decomposer(new)(b"de") == [new.vocab["de"]], "no ▁ is prepended"
+
+
+def test_padding_rows_are_one_mean_row_for_adapt_and_propagate():
+    """vocab adapt pads with the mean of the old rows, LEP's propagate with the mean of the propagated ones: one
+    function, rows appended, the real rows untouched, the dtype kept."""
+    m = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    assert padded_size(300) == 384 and padded_size(384) == 384 and padded_size(5, 4) == 8
+    out = pad_rows(m, 384)
+    assert out.shape == (384, 8) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:300], m)
+    np.testing.assert_allclose(out[300:], np.broadcast_to(m.astype(np.float64).mean(0), (84, 8)), rtol=1e-6)
+    other = np.ones((10, 8), np.float32)
+    np.testing.assert_array_equal(pad_rows(m, 301, mean_of=other)[300], np.ones(8, np.float32))
+    np.testing.assert_array_equal(pad_rows(m, 300), m)
+    with pytest.raises(ValueError, match="300 rows do not fit in 299"):
+        pad_rows(m, 299)

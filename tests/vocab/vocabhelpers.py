@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from jaxadapt.assets import cache_dir
+from jaxadapt.fs import cache_dir
 
 # Text every tokenizer must round-trip: Latin, Cyrillic, emoji (ZWJ and flags), odd whitespace, ligatures, CJK.
 MIXED = ("Het weer in Amsterdam: 12°C, regen.\n\tDe kaas — naïef café  Ölkanne ĳs\n"
