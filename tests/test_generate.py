@@ -75,12 +75,13 @@ def test_sliding_window_greedy_matches_transformers(hf_dir, loop, monkeypatch):
 
 
 @pytest.mark.parametrize("name, loop", [("qwen3", "kernel"), ("qwen3_tied", "stacked"), ("gemma2", "kernel"),
-                                        ("gemma2", "stacked"), ("gemma3", "kernel"), ("gemma3", "stacked")])
+                                        ("gemma2", "stacked"), ("gemma3", "kernel"), ("gemma3", "stacked"),
+                                        ("qwen2_mixed_sliding", "stacked")])
 def test_family_greedy_matches_transformers(name, loop, hf_dir):
     """Qwen3's per-head q/k RMSNorm before RoPE, with head_dim 24 / 32 (not hidden / heads = 16), untied and tied;
     Gemma-2's soft-capped scores and logits with sliding and full layers alternating, Gemma-3's two RoPE bases
-    (prompts and generations longer than the window of 40): on the packed per-layer copy (jaxadapt.cpu_decode, where
-    a C++ compiler is here) and scanning the stack."""
+    (prompts and generations longer than the window of 40), Qwen2's full layer before its sliding ones: on the packed
+    per-layer copy (jaxadapt.cpu_decode, where a C++ compiler is here) and scanning the stack."""
     if loop == "kernel" and not cpu_decode.available():
         pytest.skip("no C++ compiler for jaxadapt.cpu_decode here (tests/test_cpu_decode.py)")
     path, ref = hf_dir(name)

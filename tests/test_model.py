@@ -118,11 +118,6 @@ def test_rejects_unsupported_config_values():
         ModelConfig.from_hf({"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
                              "num_hidden_layers": 1, "num_attention_heads": 2,
                              "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
-    mixed = {"model_type": "qwen2", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
-             "num_hidden_layers": 2, "num_attention_heads": 2, "sliding_window": 4,
-             "layer_types": ["full_attention", "sliding_attention"]}
-    with pytest.raises(ConfigError, match="mixes full and sliding"):
-        ModelConfig.from_hf(mixed)
     gemma = {"model_type": "gemma2", "num_hidden_layers": 2}
     with pytest.raises(ConfigError, match="x/config.json: use_bidirectional_attention=true"):
         ModelConfig.from_hf({**gemma, "use_bidirectional_attention": True}, source="x/config.json")
@@ -183,8 +178,6 @@ def test_qwen3_config_and_biases_like_transformers(tmp_path, make_hf_model):
     Qwen3 with biases (none of the published ones has them) still matches transformers."""
     from transformers import AutoConfig
 
-    from jaxadapt.config import ConfigError
-
     base = {"model_type": "qwen3", "vocab_size": 300, "hidden_size": 64, "intermediate_size": 96,
             "num_hidden_layers": 2, "num_attention_heads": 4}
     cfg = ModelConfig.from_hf(base)
@@ -198,8 +191,11 @@ def test_qwen3_config_and_biases_like_transformers(tmp_path, make_hf_model):
     sliding = ModelConfig.from_hf({**base, "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 0})
     assert sliding.sliding_window == 16
     assert AutoConfig.for_model(**sliding.to_hf()).layer_types == ["sliding_attention"] * 2
-    with pytest.raises(ConfigError, match="mixes full and sliding"):
-        ModelConfig.from_hf({**base, "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1})
+    mixed = ModelConfig.from_hf({**base, "use_sliding_window": True, "sliding_window": 16, "max_window_layers": 1})
+    assert mixed.sliding_layers == (False, True)
+    back = AutoConfig.for_model(**mixed.to_hf())
+    assert back.layer_types == ["full_attention", "sliding_attention"] and back.max_window_layers == 1
+    assert ModelConfig.from_hf(back.to_dict()) == mixed
 
     ref = make_hf_model("qwen3", num_key_value_heads=2, head_dim=24, attention_bias=True)
     ref.save_pretrained(tmp_path / "biased")

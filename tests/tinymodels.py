@@ -21,6 +21,9 @@ FAMILIES = {
     "mistral_sliding": ("mistral", dict(num_key_value_heads=2, sliding_window=40)),
     "qwen2_bias": ("qwen2", dict(num_key_value_heads=2)),
     "qwen2_tied": ("qwen2", dict(num_key_value_heads=1, tie_word_embeddings=True)),
+    # Qwen2 with use_sliding_window: layers from max_window_layers on slide, the ones before attend fully
+    "qwen2_mixed_sliding": ("qwen2", dict(num_key_value_heads=2, use_sliding_window=True, sliding_window=40,
+                                          max_window_layers=1)),
     # Qwen3: per-head q/k RMSNorm, no biases, head_dim != hidden / heads (64 / 4); untied like Qwen3-8B, tied like 0.6B
     "qwen3": ("qwen3", dict(num_key_value_heads=2, head_dim=24)),
     "qwen3_tied": ("qwen3", dict(num_key_value_heads=1, head_dim=32, tie_word_embeddings=True)),

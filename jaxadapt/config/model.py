@@ -294,12 +294,13 @@ class ModelConfig:
         if self.model_type == "qwen2" and self.head_dim == self.hidden_size // self.num_attention_heads:
             del out["head_dim"]  # Qwen2Config derives it; writing it would differ from HF's own export
         if self.model_type in ("qwen2", "qwen3"):
+            sliding = self.sliding_layers
             out.update(
                 use_sliding_window=self.sliding_window is not None,
                 sliding_window=self.sliding_window,
-                max_window_layers=self.num_hidden_layers,
-                layer_types=["sliding_attention" if self.sliding_window else "full_attention"]
-                * self.num_hidden_layers,
+                # HF derives layer_types from this when they are absent: the layers before it attend fully
+                max_window_layers=sliding.index(True) if any(sliding) else self.num_hidden_layers,
+                layer_types=["sliding_attention" if s else "full_attention" for s in sliding],
             )
         if dtype is not None:
             out["dtype"] = dtype
@@ -346,7 +347,8 @@ def _gemma_config(hf: dict[str, Any], source: str) -> dict[str, Any]:
 
 def _attention_layers(hf: dict[str, Any], source: str) -> tuple[int | None, tuple[str, ...]]:
     """(sliding window, per-layer kinds or () when all layers are alike). Gemma mixes full and sliding layers by
-    design; Qwen2/Qwen3 configs whose layers would mix are rejected (not tested against transformers)."""
+    design; Qwen2/Qwen3 do where use_sliding_window is set and max_window_layers < num_hidden_layers (the layers
+    from max_window_layers on slide) or layer_types says so."""
     window = hf.get("sliding_window")
     mt = hf["model_type"]
     if mt in GEMMA_FAMILIES:
@@ -367,10 +369,7 @@ def _attention_layers(hf: dict[str, Any], source: str) -> tuple[int | None, tupl
         return None, ()
     if kinds == {"sliding_attention"}:
         return int(window), ()
-    raise ConfigError(
-        f"{source}: layer_types mixes full and sliding attention ({sorted(kinds)}); jaxadapt supports that for "
-        "Gemma only"
-    )
+    return int(window), tuple(layer_types)
 
 
 def _jsonable(v: Any) -> bool:
