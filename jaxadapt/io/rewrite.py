@@ -34,6 +34,16 @@ def read_matrix(model_dir: Path, name: str) -> np.ndarray:
     return tensors[name].read(name).astype(np.float32)
 
 
+def read_vocab_matrices(model_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(input embeddings, LM head rows or None when tied) of an HF dir as float32, its checkpoint opened once."""
+    cfg = read_config(model_dir)
+    tensors = open_tensors(model_dir, cfg)
+    def read(name: str) -> np.ndarray:
+        return tensors[name].read(name).astype(np.float32)
+
+    return read("model.embed_tokens.weight"), None if cfg.tie_word_embeddings else read("lm_head.weight")
+
+
 def rewrite(src: Path, out, cfg: ModelConfig, dtype: str, *,
             replace: dict[str, Callable[[], np.ndarray]] | None = None,
             edit: Callable[[str, np.ndarray], np.ndarray] | None = None, tokenizer: Any = None,

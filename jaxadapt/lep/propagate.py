@@ -22,7 +22,7 @@ from jaxadapt.config import ModelConfig
 from jaxadapt.config.model import check_dtype
 from jaxadapt.errors import UserError
 from jaxadapt.io.hf import read_config, resolve
-from jaxadapt.io.rewrite import checkpoint_dtype, read_matrix, rewrite
+from jaxadapt.io.rewrite import checkpoint_dtype, read_vocab_matrices, rewrite
 from jaxadapt.lep.maps import METHODS, estimate
 from jaxadapt.vocab.adapt import pad_rows, padded_size
 from jaxadapt.vocab.tokdir import TokenizerDir, read_tokenizer
@@ -62,13 +62,7 @@ def load_donor(path) -> Donor:
         return Donor(str(path), model.config, tok, embed, head,
                      lora=_lora_updates(model) if has_lora(model) else None)
     d = resolve(str(path))
-    return Donor(str(d), read_config(d), read_tokenizer(d), *_matrices(d))
-
-
-def _matrices(model_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(input embeddings, LM head rows or None when tied) of an HF dir, float32."""
-    head = None if read_config(model_dir).tie_word_embeddings else read_matrix(model_dir, "lm_head.weight")
-    return read_matrix(model_dir, "model.embed_tokens.weight"), head
+    return Donor(str(d), read_config(d), read_tokenizer(d), *read_vocab_matrices(d))
 
 
 def _lora_updates(model) -> dict[str, np.ndarray]:
@@ -124,8 +118,8 @@ def propagate(base, donor, target, method: str = "conversion", out=None, *, voca
     if method == "overlap" and len(common) < base_cfg.hidden_size:
         raise UserError(f"overlap: only {len(common)} tokens are shared by {base} and {don.name}, fewer than the "
                         f"hidden size {base_cfg.hidden_size}; the map is underdetermined (use conversion)")
-    b_embed, b_head = _matrices(base)
-    t_embed, t_head = _matrices(target)
+    b_embed, b_head = read_vocab_matrices(base)
+    t_embed, t_head = read_vocab_matrices(target)
     n_old = base_tok.size
     report = {"method": method, "vocab": vocab, "base": str(base), "donor": don.name, "target": str(target)}
 
