@@ -304,6 +304,30 @@ def remove_version(p, version: str) -> bool:
     return True
 
 
+def replace_version(p, text: str, version: str) -> str | None:
+    """Overwrite a file with `text` only if it is still the version named; the new version, or None when the file
+    has changed or is gone. GCS decides it (an upload with ifGenerationMatch); elsewhere the text is compared just
+    before the write (a small window remains)."""
+    gcs = _gcs(p)
+    if gcs is not None and version.isdigit():
+        fs, bucket, key = gcs
+        try:
+            # gcsfs uploads create-only or unconditionally; a generation-matched one is a plain JSON API call
+            meta = fs.call("POST", f"{fs._location}/upload/storage/v1/b/{{}}/o", bucket, uploadType="media",
+                           name=key, ifGenerationMatch=version, data=text.encode("utf-8"),
+                           headers={"Content-Type": "application/octet-stream"}, json_out=True)
+        except (FileExistsError, FileNotFoundError):  # 412: another generation is there, or none
+            return None
+        finally:
+            fs.invalidate_cache(f"{bucket}/{key}")
+        return str(meta["generation"])
+    now = read_version(p)
+    if now is None or now[1] != version:
+        return None
+    write_text(p, text)
+    return text
+
+
 def _gcs(p):
     """(gcsfs filesystem, bucket, key) for a gs:// path, else None."""
     if not str(p).startswith(("gs://", "gcs://")):

@@ -4,11 +4,10 @@ tensorboardX's google-cloud-storage writer.
 
 Two fidelity fixes: real GCS sends an object's generation in the `x-goog-generation` header of a download, and
 tensorstore's conditional writes (orbax's OCDBT manifest, rewritten at every checkpoint) depend on it; the emulator
-leaves it out, so its download handler is wrapped to add it. And real GCS refuses an upload with
-`ifGenerationMatch=0` (create only) when the object exists, with 412, which the run-dir lease relies on; the
-emulator ignores the condition, so its upload handler is wrapped to check it; likewise a delete with
-`ifGenerationMatch=G`, which real GCS refuses with 412 when the object has another generation (the lease's
-takeover of an expired lease relies on it).
+leaves it out, so its download handler is wrapped to add it. And real GCS refuses an upload or a delete with
+`ifGenerationMatch=G` with 412 unless the object's generation is G (0: no object, a create-only upload), which the
+run-dir lease relies on for every write; the emulator ignores the condition, so its upload and delete handlers are
+wrapped to check it.
 """
 
 from __future__ import annotations
@@ -45,30 +44,32 @@ def _add_generation_header() -> None:
                 table[method] = download
 
 
-def _honour_create_only() -> None:
+def _honour_upload_precondition() -> None:
     from http import HTTPStatus
 
     from gcp_storage_emulator import server
     from gcp_storage_emulator.handlers import objects
 
     plain = objects.insert
-    if getattr(plain, "create_only", False):
+    if getattr(plain, "conditional", False):
         return
 
     def insert(request, response, storage, *args, **kwargs):
-        if request.query.get("ifGenerationMatch") == ["0"]:
+        want = request.query.get("ifGenerationMatch")
+        if want:
             name = (request.query.get("name") or [None])[0]
             if name is None and isinstance(request.data, dict):
                 name = (request.data.get("meta") or request.data).get("name")
             try:
-                storage.get_file_obj(request.params["bucket_name"], name)
+                generation = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+            except Exception:  # absent
+                generation = "0"
+            if generation != want[0]:  # "0": create only; else only over that generation
                 response.status = HTTPStatus.PRECONDITION_FAILED
                 return None
-            except Exception:  # absent: the upload goes ahead
-                pass
         return plain(request, response, storage, *args, **kwargs)
 
-    insert.create_only = True
+    insert.conditional = True
     objects.insert = insert
     for _, table in server.HANDLERS:
         for method, handler in list(table.items()):
@@ -128,7 +129,7 @@ def emulated_gcs(bucket: str) -> Iterator[tuple[object, dict]]:
     import gcsfs
 
     _add_generation_header()
-    _honour_create_only()
+    _honour_upload_precondition()
     _honour_delete_precondition()
     with socket.socket() as s:
         s.bind(("localhost", 0))

@@ -58,16 +58,17 @@ class Lease:
     Taking it when it exists: watch it. If its beat moves, the holder is alive: refused. If it has not been refreshed
     for `seconds` (by the holder's clock; hosts' clocks agree far better than that), the holder died without
     releasing it, as a preempted VM does: it is deleted and taken. So a resume waits at most `seconds` after a hard
-    kill, none after a clean exit, and a concurrent second trainer is refused within about `seconds / 4`. Deletes
-    name the version read (fs.remove_version), so a takeover never removes a lease created meanwhile.
-    A refresh reads the token, then rewrites: only a holder stalled for `seconds` between those two calls could
-    overwrite a successor's lease (GCS has no conditional rewrite that gcsfs exposes)."""
+    kill, none after a clean exit, and a concurrent second trainer is refused within about `seconds / 4`.
+    Every delete and rewrite names the version it expects (fs.remove_version, fs.replace_version; on GCS the object
+    generation, which the store checks): a takeover never removes a lease created meanwhile, and a holder that wakes
+    from a stall longer than `seconds` finds its lease gone instead of overwriting its successor's."""
 
     def __init__(self, run_dir, seconds: float | None = None):
         self.run_dir = str(run_dir).rstrip("/")
         self.path = f"{self.run_dir}/{LOCK}"
         self.seconds = float(seconds or os.environ.get("JAXADAPT_LEASE_SECONDS", LEASE_SECONDS))
         self.record = {"holder": _holder(), "token": uuid.uuid4().hex, "beat": 0, "time": time.time()}
+        self.version: str | None = None  # of the lease this trainer wrote last (fs.read_version)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -76,6 +77,7 @@ class Lease:
         while True:
             self.record = {**self.record, "time": time.time()}  # fresh, however long the wait before it was
             if fs.create_new(self.path, json.dumps(self.record)):
+                held, self.version = self._read()  # a fresh lease: nobody else deletes it before it expires
                 break
             held, version = self._read()
             if held is None:  # released between the two calls
@@ -102,9 +104,8 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        held, version = self._read()
-        if held is not None and held.get("token") == self.record["token"]:
-            fs.remove_version(self.path, version)
+        if self.version is not None:  # only the lease as this trainer last wrote it, never a successor's
+            fs.remove_version(self.path, self.version)
 
     def _read(self) -> tuple[dict | None, str | None]:
         """(the lease, its version for fs.remove_version); (None, None) when there is none."""
@@ -119,17 +120,32 @@ class Lease:
     def _refresh(self) -> None:
         while not self._stop.wait(self.seconds / 4):
             try:
-                held, _ = self._read()
-                if held is None or held.get("token") != self.record["token"]:
-                    print(f"warning: {self.path}: this trainer's lease was taken over by "
-                          f"{(held or {}).get('holder', 'nobody')}; another trainer may now write this run dir",
-                          file=sys.stderr, flush=True)
+                if not self.beat():
                     return
-                self.record = {**self.record, "beat": self.record["beat"] + 1, "time": time.time()}
-                fs.write_text(self.path, json.dumps(self.record))
             except Exception as e:  # noqa: BLE001 (a network blip: the next beat retries; a lease lasts 4 beats)
                 print(f"warning: {self.path}: lease not refreshed ({type(e).__name__}: {e})", file=sys.stderr,
                       flush=True)
+
+    def beat(self) -> bool:
+        """Rewrite the lease with the next beat, only over the version this trainer wrote last; False (with a
+        warning) when the lease is no longer this trainer's."""
+        for _ in range(2):
+            record = {**self.record, "beat": self.record["beat"] + 1, "time": time.time()}
+            version = None if self.version is None else fs.replace_version(self.path, json.dumps(record),
+                                                                            self.version)
+            if version is not None:
+                self.record, self.version = record, version
+                return True
+            held, current = self._read()
+            if held is None or held.get("token") != self.record["token"]:
+                self.version = None
+                print(f"warning: {self.path}: this trainer's lease was taken over by "
+                      f"{(held or {}).get('holder', 'nobody')}; another trainer may now write this run dir",
+                      file=sys.stderr, flush=True)
+                return False
+            # still ours (a rewrite whose answer was lost landed after all): go on from what is there
+            self.record, self.version = held, current
+        return True  # ours, but not rewritten twice running: the next beat tries again
 
 
 class RunLock:

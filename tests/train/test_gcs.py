@@ -131,3 +131,30 @@ def test_two_trainers_taking_over_one_dead_lease_cannot_both_hold_it(gcs, capsys
     assert not jfs.remove_version(lock, dead)
     first.release()
     assert jfs.read_version(lock) is None and not jfs.remove_version(lock, dead)
+
+
+def test_a_holder_waking_from_a_long_stall_does_not_overwrite_its_successor(gcs, capsys):
+    """The holder's refresh stops (a stall longer than the lease), a second trainer takes the expired lease over;
+    the first one's next beat names the version it wrote last, so GCS refuses it and the successor's lease stays.
+    A beat whose answer was lost (its version unknown here) but whose lease is still this trainer's goes on."""
+    fs, _ = gcs
+    run = f"gs://{BUCKET}/runs/stalled"
+    lock = f"{BUCKET}/runs/stalled/.lock"
+    first = Lease(run, seconds=1.0)
+    first.acquire()
+    first._stop.set()
+    first._thread.join()
+    assert first.beat() and json.loads(fs.cat(lock))["beat"] == first.record["beat"] > 0  # a beat by hand
+    first.version = "1"  # as if the last rewrite landed but its answer (the new generation) was lost
+    assert first.beat() and json.loads(fs.cat(lock))["token"] == first.record["token"]
+
+    time.sleep(1.2)  # the stall: the lease expires
+    second = Lease(run, seconds=1.0)
+    second.acquire()
+    assert not first.beat()  # wakes up: refused, and says so
+    assert "this trainer's lease was taken over by pid" in capsys.readouterr().err
+    assert json.loads(fs.cat(lock))["token"] == second.record["token"]
+    first.release()  # leaves the successor's lease alone
+    assert json.loads(fs.cat(lock))["token"] == second.record["token"]
+    second.release()
+    assert not fs.exists(lock)
