@@ -297,8 +297,7 @@ def remove_version(p, version: str) -> bool:
         finally:
             fs.invalidate_cache(f"{bucket}/{key}")
         return True
-    now = read_version(p)
-    if now is None or now[1] != version:
+    if not _still(p, version):
         return False
     remove(p)
     return True
@@ -321,11 +320,16 @@ def replace_version(p, text: str, version: str) -> str | None:
         finally:
             fs.invalidate_cache(f"{bucket}/{key}")
         return str(meta["generation"])
-    now = read_version(p)
-    if now is None or now[1] != version:
+    if not _still(p, version):
         return None
     write_text(p, text)
     return text
+
+
+def _still(p, version: str) -> bool:
+    """Whether the file is still the version named (off GCS: read again and compared)."""
+    now = read_version(p)
+    return now is not None and now[1] == version
 
 
 def _gcs(p):

@@ -20,39 +20,42 @@ from collections.abc import Iterator
 import pytest
 
 
-def _add_generation_header() -> None:
+def _install(name: str, wrap) -> None:
+    """Replace the emulator's handler `objects.<name>` by `wrap(plain)`, once per process, wherever it is routed."""
     from gcp_storage_emulator import server
     from gcp_storage_emulator.handlers import objects
 
-    plain = objects.download
-    if getattr(plain, "adds_generation", False):
+    plain = getattr(objects, name)
+    if getattr(plain, "jaxadapt_wrapped", False):
         return
-
-    def download(request, response, storage, *args, **kwargs):
-        try:
-            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
-            response["x-goog-generation"] = str(obj["generation"])
-        except Exception:  # a missing object: the plain handler answers 404
-            pass
-        return plain(request, response, storage, *args, **kwargs)
-
-    download.adds_generation = True
-    objects.download = download  # what `objects.get` calls for ?alt=media
+    handler = wrap(plain)
+    handler.jaxadapt_wrapped = True
+    setattr(objects, name, handler)
     for _, table in server.HANDLERS:
-        for method, handler in list(table.items()):
-            if handler is plain:
-                table[method] = download
+        for method, routed in list(table.items()):
+            if routed is plain:
+                table[method] = handler
 
 
-def _honour_upload_precondition() -> None:
+def _generation(storage, bucket: str, name: str | None) -> str:
+    """The object's generation, "0" when there is none (as ifGenerationMatch=0 means "absent")."""
+    try:
+        return str(storage.get_file_obj(bucket, name)["generation"])
+    except Exception:  # noqa: BLE001 (the emulator's NotFound and a missing name alike)
+        return "0"
+
+
+def _add_generation_header(plain):
+    def download(request, response, storage, *args, **kwargs):
+        generation = _generation(storage, request.params["bucket_name"], request.params["object_id"])
+        if generation != "0":  # a missing object: the plain handler answers 404
+            response["x-goog-generation"] = generation
+        return plain(request, response, storage, *args, **kwargs)
+    return download
+
+
+def _honour_upload_precondition(plain):
     from http import HTTPStatus
-
-    from gcp_storage_emulator import server
-    from gcp_storage_emulator.handlers import objects
-
-    plain = objects.insert
-    if getattr(plain, "conditional", False):
-        return
 
     def insert(request, response, storage, *args, **kwargs):
         want = request.query.get("ifGenerationMatch")
@@ -60,51 +63,25 @@ def _honour_upload_precondition() -> None:
             name = (request.query.get("name") or [None])[0]
             if name is None and isinstance(request.data, dict):
                 name = (request.data.get("meta") or request.data).get("name")
-            try:
-                generation = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
-            except Exception:  # absent
-                generation = "0"
-            if generation != want[0]:  # "0": create only; else only over that generation
+            if _generation(storage, request.params["bucket_name"], name) != want[0]:  # "0": create only
                 response.status = HTTPStatus.PRECONDITION_FAILED
                 return None
         return plain(request, response, storage, *args, **kwargs)
-
-    insert.conditional = True
-    objects.insert = insert
-    for _, table in server.HANDLERS:
-        for method, handler in list(table.items()):
-            if handler is plain:
-                table[method] = insert
+    return insert
 
 
-def _honour_delete_precondition() -> None:
+def _honour_delete_precondition(plain):
     from http import HTTPStatus
-
-    from gcp_storage_emulator import server
-    from gcp_storage_emulator.handlers import objects
-
-    plain = objects.delete
-    if getattr(plain, "conditional", False):
-        return
 
     def delete(request, response, storage, *args, **kwargs):
         want = request.query.get("ifGenerationMatch")
         if want:
-            try:
-                obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
-            except Exception:  # absent: the plain handler answers 404
-                return plain(request, response, storage, *args, **kwargs)
-            if str(obj["generation"]) != want[0]:
+            generation = _generation(storage, request.params["bucket_name"], request.params["object_id"])
+            if generation not in ("0", want[0]):  # absent: the plain handler answers 404
                 response.status = HTTPStatus.PRECONDITION_FAILED
                 return None
         return plain(request, response, storage, *args, **kwargs)
-
-    delete.conditional = True
-    objects.delete = delete
-    for _, table in server.HANDLERS:
-        for method, handler in list(table.items()):
-            if handler is plain:
-                table[method] = delete
+    return delete
 
 
 def _quiet_disconnects(httpd) -> None:
@@ -128,9 +105,9 @@ def emulated_gcs(bucket: str) -> Iterator[tuple[object, dict]]:
     import fsspec
     import gcsfs
 
-    _add_generation_header()
-    _honour_upload_precondition()
-    _honour_delete_precondition()
+    _install("download", _add_generation_header)  # what `objects.get` calls for ?alt=media
+    _install("insert", _honour_upload_precondition)
+    _install("delete", _honour_delete_precondition)
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]

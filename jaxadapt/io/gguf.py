@@ -58,8 +58,8 @@ PRE_TOKENIZERS = {  # name -> (kind, split regex or None, BPE ignore_merges, NFC
     "smaug-bpe": ("split", _LLAMA3_SPLIT, True, False),
     "qwen2": ("split", _QWEN2_SPLIT, False, True),
 }
-# tokenizer.ggml.token_type values (llama.cpp's llama_token_type): ordinary, special / added tokens, <0xXX> bytes
-TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_BYTE = 1, 3, 4, 6
+# tokenizer.ggml.token_type values (llama.cpp's llama_token_type): ordinary, special and added tokens
+TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_USER_DEFINED = 1, 3, 4
 TOKENIZER_MODELS = ("gpt2", "llama")  # byte-level BPE; SentencePiece BPE (Llama-2, Mistral, Gemma)
 
 
@@ -282,7 +282,8 @@ def build_tokenizer(meta: dict, path: Path):
         raise CheckpointError(f"{path}: tokenizer.ggml.tokens holds duplicate tokens")
     if len(types) != len(tokens):
         raise CheckpointError(f"{path}: tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
-    tok = _byte_level_bpe(meta, vocab, path) if kind == "gpt2" else _sentencepiece_bpe(meta, tokens, types, path)
+    tok = _byte_level_bpe(meta, vocab, path) if kind == "gpt2" else _sentencepiece_bpe(meta, tokens, vocab, types,
+                                                                                         path)
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
                             for t, ty in zip(tokens, types) if ty == TOKEN_CONTROL])
     tok.add_tokens([AddedToken(t, special=False, normalized=False)
@@ -333,7 +334,7 @@ def _byte_level_bpe(meta: dict, vocab: dict[str, int], path: Path):
     return tok
 
 
-def _sentencepiece_bpe(meta: dict, tokens: list[str], types: list[int], path: Path):
+def _sentencepiece_bpe(meta: dict, tokens: list[str], vocab: dict[str, int], types: list[int], path: Path):
     """SentencePiece's BPE as an HF BPE: spaces are '▁' (one prepended to the text unless
     tokenizer.ggml.add_space_prefix is false, as Gemma's), characters outside the vocabulary fall back to <0xXX>
     byte tokens, and of the adjacent pairs whose concatenation is an ordinary token the one making the
@@ -343,7 +344,6 @@ def _sentencepiece_bpe(meta: dict, tokens: list[str], types: list[int], path: Pa
     scores = _get(meta, "tokenizer.ggml.scores", path)
     if len(scores) != len(tokens):
         raise CheckpointError(f"{path}: tokenizer.ggml.scores has {len(scores)} entries for {len(tokens)} tokens")
-    vocab = {t: i for i, t in enumerate(tokens)}
     normal = {t for t, ty in zip(tokens, types) if ty == TOKEN_NORMAL}
     ranked = []
     for t in normal:

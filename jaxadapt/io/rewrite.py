@@ -38,6 +38,7 @@ def read_vocab_matrices(model_dir: Path) -> tuple[np.ndarray, np.ndarray | None]
     """(input embeddings, LM head rows or None when tied) of an HF dir as float32, its checkpoint opened once."""
     cfg = read_config(model_dir)
     tensors = open_tensors(model_dir, cfg)
+
     def read(name: str) -> np.ndarray:
         return tensors[name].read(name).astype(np.float32)
 

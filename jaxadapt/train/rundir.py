@@ -77,7 +77,7 @@ class Lease:
         while True:
             self.record = {**self.record, "time": time.time()}  # fresh, however long the wait before it was
             if fs.create_new(self.path, json.dumps(self.record)):
-                held, self.version = self._read()  # a fresh lease: nobody else deletes it before it expires
+                _, self.version = self._read()  # a fresh lease: nobody else deletes it before it expires
                 break
             held, version = self._read()
             if held is None:  # released between the two calls
